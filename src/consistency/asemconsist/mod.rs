@@ -1,0 +1,1 @@
+//! ASemConsist: STM, PAD, AFS.

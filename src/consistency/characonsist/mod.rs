@@ -1,0 +1,1 @@
+//! CharaConsist: masks, point matching, point-tracking attention, token merge.

@@ -1,0 +1,1 @@
+//! Consistency metrics: CQS, CHARIS colour score.

@@ -1,0 +1,1 @@
+//! Frame sheets (PNG/PDF), image sequences, animatics.

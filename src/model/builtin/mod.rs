@@ -1,0 +1,1 @@
+//! The built-in small model: procedural world, checker, weights.

@@ -1,0 +1,1 @@
+//! The FLUX transformer (DiT) with hook points.

@@ -1,0 +1,1 @@
+//! T5 / CLIP text encoders, tokenizers and combined-prompt token spans.

@@ -1,0 +1,1 @@
+//! The FLUX autoencoder.

@@ -1,0 +1,1 @@
+//! The project document and its files on disk.
