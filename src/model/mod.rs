@@ -2,5 +2,9 @@
 
 pub mod builtin;
 pub mod dit;
+pub mod preview;
+pub mod safetensors_header;
+pub mod sampler;
+pub mod weights;
 pub mod text;
 pub mod vae;
