@@ -1,7 +1,9 @@
 //! FLUX-family diffusion in candle. Knows nothing of projects or the UI.
 
 pub mod builtin;
+pub mod codec;
 pub mod dit;
+pub mod pipeline;
 pub mod preview;
 pub mod safetensors_header;
 pub mod sampler;
