@@ -65,7 +65,9 @@ impl Codec {
     pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
         match self {
             Codec::Vae(v) => v.decode(z),
-            Codec::Pixels(p) => p.depth_to_space(&z.to_dtype(DType::F32)?)?.clamp(-1f32, 1f32),
+            Codec::Pixels(p) => p
+                .depth_to_space(&z.to_dtype(DType::F32)?)?
+                .clamp(-1f32, 1f32),
         }
     }
 

@@ -107,7 +107,12 @@ impl Pipeline {
     }
 
     /// The initial noise of a sample, packed into tokens `[1, N, 4C]`.
-    pub fn initial_tokens(&self, seed: u64, width: u32, height: u32) -> candle_core::Result<Tensor> {
+    pub fn initial_tokens(
+        &self,
+        seed: u64,
+        width: u32,
+        height: u32,
+    ) -> candle_core::Result<Tensor> {
         let (lh, lw, _, _) = latent_geometry(width, height, self.codec.downscale());
         let noise = initial_noise(seed, self.codec.latent_channels(), lh, lw, self.device())?;
         pack_latents(&noise)
@@ -130,8 +135,14 @@ impl Pipeline {
             )));
         }
         let txt_len = req.samples[0].conditioning.txt.dim(1)?;
-        if req.samples.iter().any(|s| s.conditioning.txt.dim(1).ok() != Some(txt_len)) {
-            return Err(PipelineError::Input("all prompts of a batch must have the same padded length".into()));
+        if req
+            .samples
+            .iter()
+            .any(|s| s.conditioning.txt.dim(1).ok() != Some(txt_len))
+        {
+            return Err(PipelineError::Input(
+                "all prompts of a batch must have the same padded length".into(),
+            ));
         }
         let (_, _, rows, cols) = latent_geometry(req.width, req.height, self.codec.downscale());
         let dtype = self.transformer.dtype();
@@ -167,8 +178,14 @@ impl Pipeline {
                     rope: &rope,
                     img_grid: (rows, cols),
                 };
-                let info = StepInfo { step, num_steps: req.steps, batch_index: &req.batch_index };
-                self.transformer.forward_with(&inputs, &info, ctrl)?.to_dtype(DType::F32)
+                let info = StepInfo {
+                    step,
+                    num_steps: req.steps,
+                    batch_index: &req.batch_index,
+                };
+                self.transformer
+                    .forward_with(&inputs, &info, ctrl)?
+                    .to_dtype(DType::F32)
             },
             &mut on_step,
         )?;
@@ -176,7 +193,12 @@ impl Pipeline {
     }
 
     /// Packed tokens `[B, N, 4C]` -> images.
-    pub fn decode(&self, tokens: &Tensor, width: u32, height: u32) -> candle_core::Result<Vec<RgbImage>> {
+    pub fn decode(
+        &self,
+        tokens: &Tensor,
+        width: u32,
+        height: u32,
+    ) -> candle_core::Result<Vec<RgbImage>> {
         let (lh, lw, _, _) = latent_geometry(width, height, self.codec.downscale());
         let z = unpack_latents(tokens, lh, lw)?;
         let x = self.codec.decode(&z)?;
@@ -184,7 +206,13 @@ impl Pipeline {
     }
 
     /// A cheap preview of packed tokens (the predicted clean image) of batch row `row`.
-    pub fn preview(&self, tokens: &Tensor, row: usize, width: u32, height: u32) -> candle_core::Result<Option<RgbImage>> {
+    pub fn preview(
+        &self,
+        tokens: &Tensor,
+        row: usize,
+        width: u32,
+        height: u32,
+    ) -> candle_core::Result<Option<RgbImage>> {
         let (lh, lw, _, _) = latent_geometry(width, height, self.codec.downscale());
         let z = unpack_latents(&tokens.narrow(0, row, 1)?, lh, lw)?;
         match (&self.codec, &self.preview) {
