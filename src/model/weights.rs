@@ -146,6 +146,8 @@ pub struct FileReport {
     pub dtypes: Vec<String>,
     pub parameters: usize,
     pub config: Option<FluxConfig>,
+    /// Why the configuration could not be inferred, for a transformer file.
+    pub config_error: Option<String>,
     /// What a complete FLUX set still needs besides this file.
     pub missing: Vec<&'static str>,
 }
@@ -155,7 +157,14 @@ impl fmt::Display for FileReport {
         writeln!(f, "{}", self.path.display())?;
         writeln!(f, "  holds:      {}", self.component)?;
         writeln!(f, "  dtype:      {}", self.dtypes.join(", "))?;
-        writeln!(f, "  parameters: {:.1} M", self.parameters as f64 / 1e6)?;
+        if self.parameters >= 1_000_000 {
+            writeln!(f, "  parameters: {:.1} M", self.parameters as f64 / 1e6)?;
+        } else {
+            writeln!(f, "  parameters: {}", self.parameters)?;
+        }
+        if let Some(e) = &self.config_error {
+            writeln!(f, "  config:     {e}")?;
+        }
         if let Some(c) = &self.config {
             writeln!(
                 f,
@@ -203,9 +212,12 @@ fn parts_of(c: &Component) -> Vec<&'static str> {
 pub fn classify(path: &Path) -> Result<FileReport, WeightsError> {
     let header = read_header(path)?;
     let component = classify_header(&header);
-    let config = match &component {
-        Component::Transformer(layout) => infer_config(&header, *layout, None).ok(),
-        _ => None,
+    let (config, config_error) = match &component {
+        Component::Transformer(layout) => match infer_config(&header, *layout, None) {
+            Ok(c) => (Some(c), None),
+            Err(e) => (None, Some(e.to_string())),
+        },
+        _ => (None, None),
     };
     let have = parts_of(&component);
     let missing = if have.is_empty() {
@@ -223,6 +235,7 @@ pub fn classify(path: &Path) -> Result<FileReport, WeightsError> {
         parameters: header.parameter_count(),
         component,
         config,
+        config_error,
         missing,
     })
 }
