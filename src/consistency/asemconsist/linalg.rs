@@ -152,10 +152,12 @@ impl ThinSvd {
                 if bro != 0.0 {
                     bro
                 } else {
-                    let largest = v.iter().copied().fold(0.0_f64, |best, x| {
-                        if x.abs() > best.abs() { x } else { best }
-                    });
-                    largest
+                    v.iter().copied().fold(
+                        0.0_f64,
+                        |best, x| {
+                            if x.abs() > best.abs() { x } else { best }
+                        },
+                    )
                 }
             };
             if sign < 0.0 {

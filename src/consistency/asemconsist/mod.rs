@@ -8,11 +8,13 @@
 //! - [`schedule`]: the paper's block and step windows and how they scale to other models;
 //! - [`pipeline`]: the per-frame work on a combined prompt and on the text projections;
 //! - [`settings`]: every setting with the paper's values, and the ablation presets.
+//! - [`control`]: all of it plugged into the DiT hook points as a `Control`.
 //!
 //! Every choice the paper leaves open is a named setting whose doc comment and `*_HELP`
 //! tooltip text say the value chosen and why.
 
 pub mod afs;
+pub mod control;
 pub mod linalg;
 pub mod pad;
 pub mod pipeline;
@@ -23,6 +25,7 @@ pub mod stm;
 pub use afs::{
     AfsDecision, AfsMode, AfsSettings, RadiusNormalisation, calibrate_threshold, decide, radius,
 };
+pub use control::{AsemControl, SampleRole};
 pub use linalg::{mat_to_tensor, tensor_to_mat};
 pub use pad::{PadSettings, PadSuppression, project_padding};
 pub use pipeline::{SegmentSpans, express_projection, modify_text_embeddings, modify_text_tensor};

@@ -234,11 +234,11 @@ pub fn select(
 
 /// Orients both decompositions against `anchor`, selects, rescales the selected singular
 /// values of `target` with `rescale` and rebuilds it.
+/// `target` and `reference` pair each decomposition with the rows it was computed from (used
+/// by the sign fallback of [`ThinSvd::orient`]).
 pub fn rescale_selected(
-    mut target: ThinSvd,
-    target_rows: MatRef<'_, f64>,
-    mut reference: ThinSvd,
-    reference_rows: MatRef<'_, f64>,
+    (mut target, target_rows): (ThinSvd, MatRef<'_, f64>),
+    (mut reference, reference_rows): (ThinSvd, MatRef<'_, f64>),
     anchor: &[f64],
     side: Side,
     rank_tolerance: f64,
@@ -291,10 +291,8 @@ pub fn selective_expression(
         });
     }
     let (embedding, selection) = rescale_selected(
-        ThinSvd::new(e_exp)?,
-        e_exp,
-        ThinSvd::new(e_ref)?,
-        e_ref,
+        (ThinSvd::new(e_exp)?, e_exp),
+        (ThinSvd::new(e_ref)?, e_ref),
         anchor,
         Side::Above,
         rank_tolerance,
@@ -323,10 +321,8 @@ pub fn selective_suppression(
         });
     }
     let (embedding, selection) = rescale_selected(
-        ThinSvd::new(e_sup)?,
-        e_sup,
-        ThinSvd::new(e_id)?,
-        e_id,
+        (ThinSvd::new(e_sup)?, e_sup),
+        (ThinSvd::new(e_id)?, e_id),
         anchor,
         Side::Below,
         rank_tolerance,
@@ -377,10 +373,8 @@ mod tests {
         let e_ref = vstack(e_id.as_ref(), e_exp.as_ref());
         let anchor = mean_row(e_exp.as_ref());
         let (rebuilt, selection) = rescale_selected(
-            ThinSvd::new(e_exp.as_ref()).unwrap(),
-            e_exp.as_ref(),
-            ThinSvd::new(e_ref.as_ref()).unwrap(),
-            e_ref.as_ref(),
+            (ThinSvd::new(e_exp.as_ref()).unwrap(), e_exp.as_ref()),
+            (ThinSvd::new(e_ref.as_ref()).unwrap(), e_ref.as_ref()),
             &anchor,
             Side::Above,
             1e-9,
@@ -439,8 +433,8 @@ mod tests {
         let out =
             selective_expression(e_exp.as_ref(), e_ref.as_ref(), &anchor, params, 1e-9).unwrap();
         let sel = out.selection.unwrap();
-        for k in 0..3 {
-            assert!((sel.cosines[k] - expected_cos[k]).abs() < 1e-9, "{sel:?}");
+        for (got, want) in sel.cosines.iter().zip(expected_cos) {
+            assert!((got - want).abs() < 1e-9, "{sel:?}");
         }
         assert!((sel.threshold - zeta).abs() < 1e-9);
         let expected_selected: Vec<usize> = (0..3).filter(|&k| expected_cos[k] > zeta).collect();
@@ -509,10 +503,8 @@ mod tests {
                 r.flip(i);
             }
             rescale_selected(
-                t,
-                e_exp.as_ref(),
-                r,
-                e_ref.as_ref(),
+                (t, e_exp.as_ref()),
+                (r, e_ref.as_ref()),
                 &anchor,
                 Side::Above,
                 1e-9,

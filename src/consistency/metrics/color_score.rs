@@ -405,7 +405,7 @@ mod tests {
         img.put_pixel(1, 0, Rgb([255, 43, 0])); // ~10 deg
         let c = region_color(&img, &full_mask(2, 1), 128).unwrap();
         let hue = c.hue.unwrap();
-        assert!(hue < 1e-9 || hue > 1.0 - 1e-9, "{hue}");
+        assert!(!(1e-9..=1.0 - 1e-9).contains(&hue), "{hue}");
         // A grey region has no hue; against red only saturation and value differ.
         let grey = RgbImage::from_pixel(1, 1, Rgb([255, 255, 255]));
         let g = region_color(&grey, &full_mask(1, 1), 128).unwrap();
