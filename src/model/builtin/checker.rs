@@ -1,0 +1,1 @@
+//! Model-free measurements on images of the procedural world.
