@@ -1,1 +1,602 @@
-//! Model-free measurements on images of the procedural world.
+//! Model-free measurements on images of the procedural world: which scene, which character
+//! colour, where the character stands, its pattern and accessory colour, and whether two images
+//! show the same character. This is the ground truth the built-in model and the consistency
+//! methods are scored against, so it only uses robust image statistics that also hold on
+//! blurry, noisy generated images.
+//!
+//! The subject is found by saturation: the world draws every background muted and every
+//! character vivid (see `world.rs`), so chroma (max - min channel) separates them.
+
+use image::{GrayImage, Luma, Rgb, RgbImage};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+use super::world::{Attributes, Colour, Pattern, Position, Scene, World};
+
+/// Pixels at least this saturated (chroma as a fraction of full scale) belong to the character.
+/// Backgrounds stay at or below 0.22, characters and their pattern shades at or above 0.32.
+pub const SUBJECT_CHROMA: f32 = 0.27;
+/// Below this fraction of the image the character is considered absent.
+pub const MIN_SUBJECT_FRACTION: f32 = 0.004;
+/// Centroid x (fraction of width) below which the character is on the left, and its mirror.
+pub const LEFT_OF: f32 = 0.39;
+/// A second colour needs this share of the hue votes to count as a hat or scarf.
+pub const ACCESSORY_SHARE: f32 = 0.05;
+/// Root-mean-square luminance step (0..255 scale) above which the body is patterned.
+pub const PATTERN_GRADIENT: f32 = 5.0;
+/// Share of the gradient energy along y above which a pattern reads as horizontal stripes.
+pub const STRIPE_ANISOTROPY: f32 = 0.75;
+
+/// Everything measured on one image.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    pub scene: Scene,
+    /// Distance in RGB units from the image's sky/ground statistics to the chosen scene's.
+    pub scene_distance: f32,
+    /// Binary subject mask (0 or 255) found by saturation.
+    pub subject: GrayImage,
+    pub subject_fraction: f32,
+    /// Dominant named colour inside the subject.
+    pub colour: Option<Colour>,
+    /// Second named colour with a noticeable share (a hat or scarf), if any.
+    pub accessory_colour: Option<Colour>,
+    pub pattern: Option<Pattern>,
+    /// Centroid of the subject, as fractions of width and height.
+    pub centroid: Option<(f32, f32)>,
+    pub position: Option<Position>,
+}
+
+/// Which measured attributes match the generating attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckReport {
+    pub background: bool,
+    pub colour: bool,
+    pub position: bool,
+    pub pattern: bool,
+    pub accessory_colour: bool,
+}
+
+/// Whether two images show the same character, attribute by attribute. `None` where one of
+/// the two could not be measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdentityAgreement {
+    pub colour: Option<bool>,
+    pub pattern: Option<bool>,
+    pub accessory_colour: Option<bool>,
+}
+
+impl IdentityAgreement {
+    /// Every measurable attribute agrees (and at least the colour was measured).
+    pub fn all(&self) -> bool {
+        self.colour == Some(true)
+            && self.pattern != Some(false)
+            && self.accessory_colour != Some(false)
+    }
+}
+
+/// Sky (top third) and ground (bottom third) colour statistics of the non-subject region.
+type SceneFeature = [f32; 6];
+
+#[derive(Debug, Clone)]
+pub struct Checker {
+    prototypes: Vec<(Scene, SceneFeature)>,
+}
+
+impl Checker {
+    /// Learns each scene's sky/ground statistics from `renders_per_scene` background renders.
+    pub fn calibrated(world: &World, renders_per_scene: u64) -> Checker {
+        let prototypes = Scene::ALL
+            .into_iter()
+            .map(|scene| {
+                let mut sum = [0.0f32; 6];
+                for seed in 0..renders_per_scene.max(1) {
+                    let image = world.render_background(scene, 0x5CE0_0000 + seed);
+                    let background =
+                        GrayImage::from_pixel(image.width(), image.height(), Luma([255]));
+                    let feature = scene_feature(&image, &background);
+                    for (s, f) in sum.iter_mut().zip(feature) {
+                        *s += f;
+                    }
+                }
+                (scene, sum.map(|s| s / renders_per_scene.max(1) as f32))
+            })
+            .collect();
+        Checker { prototypes }
+    }
+
+    pub fn measure(&self, image: &RgbImage) -> Measurement {
+        let subject = subject_mask(image);
+        let (width, height) = image.dimensions();
+        let count = subject.pixels().filter(|p| p.0[0] > 0).count();
+        let subject_fraction = count as f32 / (width * height) as f32;
+
+        let background = invert(&dilate(&subject));
+        let feature = scene_feature(image, &background);
+        let (scene, scene_distance) = self
+            .prototypes
+            .iter()
+            .map(|(scene, prototype)| (*scene, distance(&feature, prototype)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .expect("one prototype per scene");
+
+        let mut measurement = Measurement {
+            scene,
+            scene_distance,
+            subject,
+            subject_fraction,
+            colour: None,
+            accessory_colour: None,
+            pattern: None,
+            centroid: None,
+            position: None,
+        };
+        if subject_fraction < MIN_SUBJECT_FRACTION {
+            return measurement;
+        }
+        let centroid = centroid(&measurement.subject);
+        measurement.centroid = Some(centroid);
+        measurement.position = Some(position_of(centroid.0));
+
+        let interior = erode(&measurement.subject);
+        let votes = hue_votes(image, &interior);
+        let (colour, accessory_colour) = main_and_second_colour(&votes);
+        measurement.colour = colour;
+        measurement.accessory_colour = accessory_colour;
+        if let Some(colour) = colour {
+            measurement.pattern = Some(pattern_of(image, &interior, colour));
+        }
+        measurement
+    }
+
+    /// Measures `image` and compares with the attributes it was generated from.
+    pub fn check(&self, image: &RgbImage, attrs: &Attributes) -> CheckReport {
+        let m = self.measure(image);
+        CheckReport {
+            background: m.scene == attrs.scene,
+            colour: m.colour == Some(attrs.character.colour),
+            position: m.position == Some(attrs.action.position),
+            pattern: m.pattern == Some(attrs.character.pattern),
+            accessory_colour: m.accessory_colour == attrs.character.accessory.colour(),
+        }
+    }
+}
+
+/// Compares the identity attributes measured on two images.
+pub fn identity_agreement(a: &Measurement, b: &Measurement) -> IdentityAgreement {
+    let measured = a.colour.is_some() && b.colour.is_some();
+    IdentityAgreement {
+        colour: measured.then(|| a.colour == b.colour),
+        pattern: a.pattern.zip(b.pattern).map(|(p, q)| p == q),
+        accessory_colour: measured.then(|| a.accessory_colour == b.accessory_colour),
+    }
+}
+
+/// Fraction of image pairs among `measurements` whose identities fully agree.
+pub fn pairwise_agreement(measurements: &[Measurement]) -> f32 {
+    let mut pairs = 0usize;
+    let mut agreeing = 0usize;
+    for i in 0..measurements.len() {
+        for j in i + 1..measurements.len() {
+            pairs += 1;
+            if identity_agreement(&measurements[i], &measurements[j]).all() {
+                agreeing += 1;
+            }
+        }
+    }
+    if pairs == 0 {
+        1.0
+    } else {
+        agreeing as f32 / pairs as f32
+    }
+}
+
+/// Gaussian blur then additive Gaussian noise (both in pixels / 0..255 units), to mimic the
+/// softness and grain of a small generator's output when validating the checker.
+pub fn degrade(image: &RgbImage, blur_sigma: f32, noise_std: f32, seed: u64) -> RgbImage {
+    let mut out = if blur_sigma > 0.0 {
+        imageproc::filter::gaussian_blur_f32(image, blur_sigma)
+    } else {
+        image.clone()
+    };
+    if noise_std > 0.0 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let normal = Normal::new(0.0f32, noise_std).expect("positive standard deviation");
+        for pixel in out.pixels_mut() {
+            for c in pixel.0.iter_mut() {
+                *c = (*c as f32 + normal.sample(&mut rng))
+                    .round()
+                    .clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    out
+}
+
+/// Chroma (max - min channel) as a fraction of full scale.
+pub fn chroma(rgb: [u8; 3]) -> f32 {
+    let max = rgb.iter().copied().max().unwrap_or(0) as f32;
+    let min = rgb.iter().copied().min().unwrap_or(0) as f32;
+    (max - min) / 255.0
+}
+
+/// HSV hue in degrees [0, 360); 0 for greys.
+pub fn hue(rgb: [u8; 3]) -> f32 {
+    let [r, g, b] = rgb.map(|c| c as f32);
+    let max = r.max(g).max(b);
+    let min = r.min(g).min(b);
+    let delta = max - min;
+    if delta == 0.0 {
+        return 0.0;
+    }
+    let sector = if max == r {
+        ((g - b) / delta).rem_euclid(6.0)
+    } else if max == g {
+        (b - r) / delta + 2.0
+    } else {
+        (r - g) / delta + 4.0
+    };
+    sector * 60.0
+}
+
+fn hue_gap(a: f32, b: f32) -> f32 {
+    let d = (a - b).abs() % 360.0;
+    d.min(360.0 - d)
+}
+
+/// The named colour whose hue is nearest. Hue is unchanged by darkening and by mixing with
+/// white or grey, so stripe and spot shades and soft edges vote for the body's own colour.
+pub fn nearest_colour(rgb: [u8; 3]) -> Colour {
+    let h = hue(rgb);
+    Colour::ALL
+        .into_iter()
+        .min_by(|a, b| hue_gap(h, hue(a.rgb())).total_cmp(&hue_gap(h, hue(b.rgb()))))
+        .expect("eight colours")
+}
+
+/// Saturated pixels, cleaned by a 3x3 majority vote so isolated noisy pixels drop out.
+fn subject_mask(image: &RgbImage) -> GrayImage {
+    let (w, h) = image.dimensions();
+    let raw: Vec<bool> = image
+        .pixels()
+        .map(|p| chroma(p.0) >= SUBJECT_CHROMA)
+        .collect();
+    GrayImage::from_fn(w, h, |x, y| {
+        let mut votes = 0;
+        let mut cells = 0;
+        for dy in -1i32..=1 {
+            for dx in -1i32..=1 {
+                let (nx, ny) = (x as i32 + dx, y as i32 + dy);
+                if nx >= 0 && ny >= 0 && nx < w as i32 && ny < h as i32 {
+                    cells += 1;
+                    if raw[(ny as u32 * w + nx as u32) as usize] {
+                        votes += 1;
+                    }
+                }
+            }
+        }
+        Luma([if votes * 2 > cells { 255 } else { 0 }])
+    })
+}
+
+/// 3x3 binary morphology: `keep_if_all` true erodes, false dilates.
+fn morph(mask: &GrayImage, keep_if_all: bool) -> GrayImage {
+    let (w, h) = mask.dimensions();
+    GrayImage::from_fn(w, h, |x, y| {
+        let mut all = true;
+        let mut any = false;
+        for dy in -1i32..=1 {
+            for dx in -1i32..=1 {
+                let nx = (x as i32 + dx).clamp(0, w as i32 - 1) as u32;
+                let ny = (y as i32 + dy).clamp(0, h as i32 - 1) as u32;
+                let on = mask.get_pixel(nx, ny).0[0] > 0;
+                all &= on;
+                any |= on;
+            }
+        }
+        Luma([if (keep_if_all && all) || (!keep_if_all && any) {
+            255
+        } else {
+            0
+        }])
+    })
+}
+
+fn erode(mask: &GrayImage) -> GrayImage {
+    morph(mask, true)
+}
+
+fn dilate(mask: &GrayImage) -> GrayImage {
+    morph(mask, false)
+}
+
+fn invert(mask: &GrayImage) -> GrayImage {
+    GrayImage::from_fn(mask.width(), mask.height(), |x, y| {
+        Luma([255 - mask.get_pixel(x, y).0[0]])
+    })
+}
+
+fn median(values: &mut [u8]) -> f32 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_unstable();
+    values[values.len() / 2] as f32
+}
+
+/// Per-channel medians of the allowed pixels in the top and bottom thirds; medians ignore props
+/// (sun, trees, windows) that cover a minority of each band. A band fully hidden by the
+/// subject falls back to all of its pixels.
+fn scene_feature(image: &RgbImage, allowed: &GrayImage) -> SceneFeature {
+    let (w, h) = image.dimensions();
+    let band = |rows: std::ops::Range<u32>| -> [f32; 3] {
+        let collect = |only_allowed: bool| {
+            let mut channels: [Vec<u8>; 3] = Default::default();
+            for y in rows.clone() {
+                for x in 0..w {
+                    if !only_allowed || allowed.get_pixel(x, y).0[0] > 0 {
+                        let p = image.get_pixel(x, y).0;
+                        for c in 0..3 {
+                            channels[c].push(p[c]);
+                        }
+                    }
+                }
+            }
+            channels
+        };
+        let mut channels = collect(true);
+        if channels[0].is_empty() {
+            channels = collect(false);
+        }
+        channels.map(|mut values| median(&mut values))
+    };
+    let top = band(0..h / 3);
+    let bottom = band(h - h / 3..h);
+    [top[0], top[1], top[2], bottom[0], bottom[1], bottom[2]]
+}
+
+fn distance(a: &SceneFeature, b: &SceneFeature) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f32>()
+        .sqrt()
+}
+
+fn centroid(mask: &GrayImage) -> (f32, f32) {
+    let (mut sx, mut sy, mut n) = (0.0f64, 0.0f64, 0.0f64);
+    for (x, y, p) in mask.enumerate_pixels() {
+        if p.0[0] > 0 {
+            sx += x as f64 + 0.5;
+            sy += y as f64 + 0.5;
+            n += 1.0;
+        }
+    }
+    let (w, h) = mask.dimensions();
+    ((sx / n / w as f64) as f32, (sy / n / h as f64) as f32)
+}
+
+pub fn position_of(centroid_x: f32) -> Position {
+    if centroid_x < LEFT_OF {
+        Position::Left
+    } else if centroid_x > 1.0 - LEFT_OF {
+        Position::Right
+    } else {
+        Position::Centre
+    }
+}
+
+/// Chroma-weighted votes of the interior pixels for each named colour, in `Colour::ALL` order.
+fn hue_votes(image: &RgbImage, interior: &GrayImage) -> [f32; 8] {
+    let mut votes = [0.0f32; 8];
+    for (x, y, p) in interior.enumerate_pixels() {
+        if p.0[0] == 0 {
+            continue;
+        }
+        let rgb = image.get_pixel(x, y).0;
+        let c = chroma(rgb);
+        if c < SUBJECT_CHROMA {
+            continue;
+        }
+        let index = Colour::ALL
+            .iter()
+            .position(|&colour| colour == nearest_colour(rgb))
+            .expect("colour is one of ALL");
+        votes[index] += c;
+    }
+    votes
+}
+
+fn main_and_second_colour(votes: &[f32; 8]) -> (Option<Colour>, Option<Colour>) {
+    let total: f32 = votes.iter().sum();
+    if total <= 0.0 {
+        return (None, None);
+    }
+    let mut order: Vec<usize> = (0..8).collect();
+    order.sort_by(|&a, &b| votes[b].total_cmp(&votes[a]));
+    let main = Colour::ALL[order[0]];
+    let second = (votes[order[1]] / total >= ACCESSORY_SHARE).then(|| Colour::ALL[order[1]]);
+    (Some(main), second)
+}
+
+fn luminance(rgb: [u8; 3]) -> f32 {
+    0.299 * rgb[0] as f32 + 0.587 * rgb[1] as f32 + 0.114 * rgb[2] as f32
+}
+
+/// Texture of the body: luminance steps between neighbouring body-coloured interior pixels.
+/// Returns (rms step on the 0..255 scale, share of the step energy along y).
+fn texture(image: &RgbImage, interior: &GrayImage, body: Colour) -> (f32, f32) {
+    let (w, h) = image.dimensions();
+    let on_body: Vec<bool> = interior
+        .enumerate_pixels()
+        .map(|(x, y, p)| {
+            let rgb = image.get_pixel(x, y).0;
+            p.0[0] > 0 && chroma(rgb) >= SUBJECT_CHROMA && nearest_colour(rgb) == body
+        })
+        .collect();
+    let at = |x: u32, y: u32| on_body[(y * w + x) as usize];
+    let lum = |x: u32, y: u32| luminance(image.get_pixel(x, y).0);
+    let (mut gx, mut nx, mut gy, mut ny) = (0.0f32, 0usize, 0.0f32, 0usize);
+    for y in 0..h {
+        for x in 0..w {
+            if !at(x, y) {
+                continue;
+            }
+            if x + 1 < w && at(x + 1, y) {
+                gx += (lum(x + 1, y) - lum(x, y)).powi(2);
+                nx += 1;
+            }
+            if y + 1 < h && at(x, y + 1) {
+                gy += (lum(x, y + 1) - lum(x, y)).powi(2);
+                ny += 1;
+            }
+        }
+    }
+    let mean_x = if nx > 0 { gx / nx as f32 } else { 0.0 };
+    let mean_y = if ny > 0 { gy / ny as f32 } else { 0.0 };
+    let total = mean_x + mean_y;
+    let y_share = if total > 0.0 { mean_y / total } else { 0.0 };
+    ((total / 2.0).sqrt(), y_share)
+}
+
+/// Flat means plain; steps mostly along y mean horizontal stripes; otherwise spots.
+fn pattern_from_texture(rms: f32, y_share: f32) -> Pattern {
+    if rms < PATTERN_GRADIENT {
+        Pattern::Plain
+    } else if y_share >= STRIPE_ANISOTROPY {
+        Pattern::Striped
+    } else {
+        Pattern::Spotted
+    }
+}
+
+fn pattern_of(image: &RgbImage, interior: &GrayImage, body: Colour) -> Pattern {
+    let (rms, y_share) = texture(image, interior, body);
+    pattern_from_texture(rms, y_share)
+}
+
+/// The texture statistics behind [`Measurement::pattern`] (rms luminance step, share along y),
+/// for calibrating the thresholds.
+pub fn texture_statistics(image: &RgbImage, measurement: &Measurement) -> Option<(f32, f32)> {
+    let body = measurement.colour?;
+    Some(texture(image, &erode(&measurement.subject), body))
+}
+
+/// Paints a subject mask over an image (for figures): subject pixels tinted magenta.
+pub fn overlay(image: &RgbImage, mask: &GrayImage) -> RgbImage {
+    RgbImage::from_fn(image.width(), image.height(), |x, y| {
+        let p = image.get_pixel(x, y).0;
+        if mask.get_pixel(x, y).0[0] > 0 {
+            Rgb([p[0] / 2 + 127, p[1] / 2, p[2] / 2 + 127])
+        } else {
+            Rgb(p)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hue_of_primaries_and_grey() {
+        assert_eq!(hue([255, 0, 0]), 0.0);
+        assert_eq!(hue([0, 255, 0]), 120.0);
+        assert_eq!(hue([0, 0, 255]), 240.0);
+        assert_eq!(hue([255, 0, 255]), 300.0);
+        assert_eq!(hue([128, 128, 128]), 0.0);
+        // 128 / 255 of the way from red to yellow: 60 * 128 / 255 = 30.1176...
+        assert!((hue([255, 128, 0]) - 30.117_647).abs() < 1e-4);
+    }
+
+    #[test]
+    fn chroma_of_hand_picked_colours() {
+        assert_eq!(chroma([255, 0, 0]), 1.0);
+        assert_eq!(chroma([100, 100, 100]), 0.0);
+        assert_eq!(chroma([51, 102, 0]), 0.4);
+    }
+
+    #[test]
+    fn nearest_colour_survives_darkening_and_whitening() {
+        for colour in Colour::ALL {
+            let rgb = colour.rgb();
+            assert_eq!(nearest_colour(rgb), colour);
+            assert_eq!(nearest_colour(rgb.map(|c| (c as f32 * 0.6) as u8)), colour);
+            let whiter = rgb.map(|c| (c as f32 * 0.5 + 127.0) as u8);
+            assert_eq!(nearest_colour(whiter), colour);
+        }
+    }
+
+    #[test]
+    fn hue_gap_wraps_around() {
+        assert_eq!(hue_gap(350.0, 10.0), 20.0);
+        assert_eq!(hue_gap(10.0, 350.0), 20.0);
+        assert_eq!(hue_gap(90.0, 270.0), 180.0);
+    }
+
+    #[test]
+    fn positions_split_at_the_thresholds() {
+        assert_eq!(position_of(0.2), Position::Left);
+        assert_eq!(position_of(0.5), Position::Centre);
+        assert_eq!(position_of(0.8), Position::Right);
+        assert_eq!(position_of(0.38), Position::Left);
+        assert_eq!(position_of(0.62), Position::Right);
+    }
+
+    #[test]
+    fn median_of_odd_and_even_lists() {
+        assert_eq!(median(&mut [5, 1, 3]), 3.0);
+        assert_eq!(median(&mut [4, 1, 3, 2]), 3.0);
+        assert_eq!(median(&mut []), 0.0);
+    }
+
+    #[test]
+    fn morphology_grows_and_shrinks_a_square() {
+        let mut mask = GrayImage::new(7, 7);
+        for y in 2..5 {
+            for x in 2..5 {
+                mask.put_pixel(x, y, Luma([255]));
+            }
+        }
+        let count = |m: &GrayImage| m.pixels().filter(|p| p.0[0] > 0).count();
+        assert_eq!(count(&dilate(&mask)), 25);
+        assert_eq!(count(&erode(&mask)), 1);
+        assert_eq!(count(&invert(&mask)), 40);
+    }
+
+    #[test]
+    fn subject_mask_drops_isolated_saturated_pixels() {
+        let mut image = RgbImage::from_pixel(9, 9, Rgb([120, 120, 120]));
+        image.put_pixel(1, 1, Rgb([255, 0, 0]));
+        for y in 4..8 {
+            for x in 4..8 {
+                image.put_pixel(x, y, Rgb([0, 0, 255]));
+            }
+        }
+        let mask = subject_mask(&image);
+        assert_eq!(mask.get_pixel(1, 1).0, [0]);
+        assert_eq!(mask.get_pixel(5, 5).0, [255]);
+        assert_eq!(centroid(&mask), (6.0 / 9.0, 6.0 / 9.0));
+    }
+
+    #[test]
+    fn pattern_thresholds() {
+        assert_eq!(pattern_from_texture(1.0, 0.9), Pattern::Plain);
+        assert_eq!(pattern_from_texture(20.0, 0.9), Pattern::Striped);
+        assert_eq!(pattern_from_texture(20.0, 0.5), Pattern::Spotted);
+    }
+
+    #[test]
+    fn second_colour_needs_its_share() {
+        let mut votes = [0.0f32; 8];
+        votes[0] = 90.0;
+        votes[5] = 10.0;
+        assert_eq!(
+            main_and_second_colour(&votes),
+            (Some(Colour::Red), Some(Colour::Blue))
+        );
+        votes[5] = 2.0;
+        assert_eq!(main_and_second_colour(&votes), (Some(Colour::Red), None));
+        assert_eq!(main_and_second_colour(&[0.0; 8]), (None, None));
+    }
+}
