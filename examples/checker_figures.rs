@@ -111,8 +111,11 @@ fn main() {
     );
 
     if args.texture {
-        for pattern in Pattern::ALL {
-            let mut stats: Vec<(f32, f32)> = samples
+        for ((sigma, noise), pattern) in [(0.0, 0.0), (1.0, 8.0)]
+            .into_iter()
+            .flat_map(|condition| Pattern::ALL.map(|p| (condition, p)))
+        {
+            let mut stats: Vec<_> = samples
                 .iter()
                 .filter(|s| s.attrs.character.pattern == pattern)
                 .filter_map(|s| {
@@ -120,12 +123,20 @@ fn main() {
                     texture_statistics(&image, &checker.measure(&image))
                 })
                 .collect();
-            stats.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let rms: Vec<String> = stats
+            stats.sort_by(|a, b| a.row_step.total_cmp(&b.row_step));
+            let text: Vec<String> = stats
                 .iter()
-                .map(|s| format!("{:.1}/{:.2}", s.0, s.1))
+                .map(|t| {
+                    format!(
+                        "{:.0}/{:.0}/{:.0}",
+                        t.row_step, t.column_step, t.bright_spread
+                    )
+                })
                 .collect();
-            println!("{pattern:?} (rms/y-share): {}", rms.join(" "));
+            println!(
+                "{pattern:?}, blur {sigma} noise {noise} (row step/column step/bright spread): {}",
+                text.join(" ")
+            );
         }
     }
 }

@@ -23,10 +23,12 @@ pub const MIN_SUBJECT_FRACTION: f32 = 0.004;
 pub const LEFT_OF: f32 = 0.39;
 /// A second colour needs this share of the hue votes to count as a hat or scarf.
 pub const ACCESSORY_SHARE: f32 = 0.05;
-/// Root-mean-square luminance step (0..255 scale) above which the body is patterned.
-pub const PATTERN_GRADIENT: f32 = 5.0;
-/// Share of the gradient energy along y above which a pattern reads as horizontal stripes.
-pub const STRIPE_ANISOTROPY: f32 = 0.75;
+/// Row-profile step (0..255 luminance) from which a body reads as striped...
+pub const STRIPE_ROW_STEP: f32 = 7.0;
+/// ...provided rows differ this many times more than columns.
+pub const STRIPE_RATIO: f32 = 2.0;
+/// Bright spread (0..255 luminance) from which a body reads as spotted.
+pub const SPOT_SPREAD: f32 = 9.0;
 
 /// Everything measured on one image.
 #[derive(Debug, Clone)]
@@ -144,7 +146,8 @@ impl Checker {
         measurement.colour = colour;
         measurement.accessory_colour = accessory_colour;
         if let Some(colour) = colour {
-            measurement.pattern = Some(pattern_of(image, &interior, colour));
+            // Two pixels in from every edge, so blended eye, glasses and outline pixels stay out.
+            measurement.pattern = Some(pattern_of(image, &erode(&interior), colour));
         }
         measurement
     }
@@ -423,9 +426,42 @@ fn luminance(rgb: [u8; 3]) -> f32 {
     0.299 * rgb[0] as f32 + 0.587 * rgb[1] as f32 + 0.114 * rgb[2] as f32
 }
 
-/// Texture of the body: luminance steps between neighbouring body-coloured interior pixels.
-/// Returns (rms step on the 0..255 scale, share of the step energy along y).
-fn texture(image: &RgbImage, interior: &GrayImage, body: Colour) -> (f32, f32) {
+/// Texture statistics of the body region (luminance on the 0..255 scale).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Texture {
+    /// Upper-quartile step between the mean luminances of consecutive rows. Averaging a row
+    /// first suppresses pixel noise; horizontal stripes make this large.
+    pub row_step: f32,
+    /// The same between consecutive columns; stripes leave it small.
+    pub column_step: f32,
+    /// 90th minus 50th percentile of the 3x3-smoothed luminance: light spots raise it.
+    pub bright_spread: f32,
+}
+
+/// Rows (or columns) need this many body pixels for their mean to count.
+const MIN_LINE_PIXELS: usize = 4;
+/// Quantile of the absolute steps between consecutive row (column) means.
+const PROFILE_QUANTILE: f32 = 0.75;
+
+fn profile_step(sums: &[(f32, usize)]) -> f32 {
+    let means: Vec<Option<f32>> = sums
+        .iter()
+        .map(|&(sum, n)| (n >= MIN_LINE_PIXELS).then(|| sum / n as f32))
+        .collect();
+    let mut steps: Vec<f32> = means
+        .windows(2)
+        .filter_map(|pair| Some((pair[1]? - pair[0]?).abs()))
+        .collect();
+    if steps.is_empty() {
+        return 0.0;
+    }
+    // An upper quantile: narrow stripes change between only about half of the row pairs,
+    // while a few edge rows of a plain body must not count.
+    steps.sort_by(f32::total_cmp);
+    steps[((steps.len() - 1) as f32 * PROFILE_QUANTILE).round() as usize]
+}
+
+fn texture(image: &RgbImage, interior: &GrayImage, body: Colour) -> Texture {
     let (w, h) = image.dimensions();
     let on_body: Vec<bool> = interior
         .enumerate_pixels()
@@ -436,50 +472,65 @@ fn texture(image: &RgbImage, interior: &GrayImage, body: Colour) -> (f32, f32) {
         .collect();
     let at = |x: u32, y: u32| on_body[(y * w + x) as usize];
     let lum = |x: u32, y: u32| luminance(image.get_pixel(x, y).0);
-    let (mut gx, mut nx, mut gy, mut ny) = (0.0f32, 0usize, 0.0f32, 0usize);
+    let mut rows = vec![(0.0f32, 0usize); h as usize];
+    let mut columns = vec![(0.0f32, 0usize); w as usize];
+    let mut smoothed = Vec::new();
     for y in 0..h {
         for x in 0..w {
             if !at(x, y) {
                 continue;
             }
-            if x + 1 < w && at(x + 1, y) {
-                gx += (lum(x + 1, y) - lum(x, y)).powi(2);
-                nx += 1;
+            let l = lum(x, y);
+            rows[y as usize].0 += l;
+            rows[y as usize].1 += 1;
+            columns[x as usize].0 += l;
+            columns[x as usize].1 += 1;
+            let (mut sum, mut n) = (0.0f32, 0usize);
+            for ny in y.saturating_sub(1)..(y + 2).min(h) {
+                for nx in x.saturating_sub(1)..(x + 2).min(w) {
+                    if at(nx, ny) {
+                        sum += lum(nx, ny);
+                        n += 1;
+                    }
+                }
             }
-            if y + 1 < h && at(x, y + 1) {
-                gy += (lum(x, y + 1) - lum(x, y)).powi(2);
-                ny += 1;
-            }
+            smoothed.push(sum / n as f32);
         }
     }
-    let mean_x = if nx > 0 { gx / nx as f32 } else { 0.0 };
-    let mean_y = if ny > 0 { gy / ny as f32 } else { 0.0 };
-    let total = mean_x + mean_y;
-    let y_share = if total > 0.0 { mean_y / total } else { 0.0 };
-    ((total / 2.0).sqrt(), y_share)
+    smoothed.sort_by(f32::total_cmp);
+    let percentile = |q: f32| {
+        smoothed
+            .get(((smoothed.len() as f32 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    Texture {
+        row_step: profile_step(&rows),
+        column_step: profile_step(&columns),
+        bright_spread: percentile(0.9) - percentile(0.5),
+    }
 }
 
-/// Flat means plain; steps mostly along y mean horizontal stripes; otherwise spots.
-fn pattern_from_texture(rms: f32, y_share: f32) -> Pattern {
-    if rms < PATTERN_GRADIENT {
-        Pattern::Plain
-    } else if y_share >= STRIPE_ANISOTROPY {
+/// Stripes: rows differ much more than columns; spots: a bright minority; otherwise plain.
+fn pattern_from_texture(texture: &Texture) -> Pattern {
+    if texture.row_step >= STRIPE_ROW_STEP && texture.row_step >= STRIPE_RATIO * texture.column_step
+    {
         Pattern::Striped
-    } else {
+    } else if texture.bright_spread >= SPOT_SPREAD {
         Pattern::Spotted
+    } else {
+        Pattern::Plain
     }
 }
 
 fn pattern_of(image: &RgbImage, interior: &GrayImage, body: Colour) -> Pattern {
-    let (rms, y_share) = texture(image, interior, body);
-    pattern_from_texture(rms, y_share)
+    pattern_from_texture(&texture(image, interior, body))
 }
 
-/// The texture statistics behind [`Measurement::pattern`] (rms luminance step, share along y),
-/// for calibrating the thresholds.
-pub fn texture_statistics(image: &RgbImage, measurement: &Measurement) -> Option<(f32, f32)> {
+/// The texture statistics behind [`Measurement::pattern`], for calibrating the thresholds.
+pub fn texture_statistics(image: &RgbImage, measurement: &Measurement) -> Option<Texture> {
     let body = measurement.colour?;
-    Some(texture(image, &erode(&measurement.subject), body))
+    Some(texture(image, &erode(&erode(&measurement.subject)), body))
 }
 
 /// Paints a subject mask over an image (for figures): subject pixels tinted magenta.
@@ -581,9 +632,35 @@ mod tests {
 
     #[test]
     fn pattern_thresholds() {
-        assert_eq!(pattern_from_texture(1.0, 0.9), Pattern::Plain);
-        assert_eq!(pattern_from_texture(20.0, 0.9), Pattern::Striped);
-        assert_eq!(pattern_from_texture(20.0, 0.5), Pattern::Spotted);
+        let texture = |row_step, column_step, bright_spread| Texture {
+            row_step,
+            column_step,
+            bright_spread,
+        };
+        assert_eq!(
+            pattern_from_texture(&texture(1.0, 1.0, 1.0)),
+            Pattern::Plain
+        );
+        assert_eq!(
+            pattern_from_texture(&texture(20.0, 4.0, 30.0)),
+            Pattern::Striped
+        );
+        assert_eq!(
+            pattern_from_texture(&texture(20.0, 15.0, 30.0)),
+            Pattern::Spotted
+        );
+        assert_eq!(
+            pattern_from_texture(&texture(3.0, 1.0, 2.0)),
+            Pattern::Plain
+        );
+    }
+
+    #[test]
+    fn profile_step_skips_thin_lines() {
+        // Means 10, 20, (skipped), 40, 10, 16: steps 10, 30, 6; upper quartile 30.
+        let sums = [(40.0, 4), (80.0, 4), (100.0, 1), (160.0, 4), (40.0, 4), (64.0, 4)];
+        assert_eq!(profile_step(&sums), 30.0);
+        assert_eq!(profile_step(&[]), 0.0);
     }
 
     #[test]
