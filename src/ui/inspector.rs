@@ -1,0 +1,371 @@
+//! The Inspector: the focused frame's fields, the generation settings and the consistency
+//! methods with their settings. Each method is one section function, so new methods slot in
+//! as their settings land in `MethodSettings`.
+
+use egui::{DragValue, TextEdit, Ui};
+
+use crate::consistency::MethodSettings;
+use crate::consistency::asemconsist::afs::{self, AfsMode};
+use crate::consistency::asemconsist::{AsemPreset, AsemSettings, pad, stm};
+
+use super::document::{AspectPreset, GenerationSettings, next_seed};
+use super::history::EditKey;
+use super::state::{AppState, FrameField};
+
+/// A labelled text field bound to a frame field; edits go through the undo history.
+fn frame_text(
+    ui: &mut Ui,
+    state: &mut AppState,
+    frame_id: u64,
+    field: FrameField,
+    label: &str,
+    rows: usize,
+) {
+    let Some(frame) = state.doc.frame(frame_id) else {
+        return;
+    };
+    let mut text = match field {
+        FrameField::Background => frame.background.clone(),
+        FrameField::Action => frame.action.clone(),
+        FrameField::Dialogue => frame.dialogue.clone(),
+        FrameField::Notes => frame.notes.clone(),
+    };
+    let label_response = ui.label(label);
+    let r = ui
+        .add(
+            TextEdit::multiline(&mut text)
+                .desired_rows(rows)
+                .desired_width(f32::INFINITY)
+                .id_salt(("frame_field", frame_id, field.name())),
+        )
+        .labelled_by(label_response.id);
+    if r.changed() {
+        state.set_frame_field(frame_id, field, text);
+    }
+    if r.lost_focus() {
+        state.history.break_merge();
+    }
+}
+
+/// Draws the inspector.
+pub fn inspector_ui(ui: &mut Ui, state: &mut AppState) {
+    egui::ScrollArea::vertical()
+        .id_salt("inspector_scroll")
+        .show(ui, |ui| {
+            frame_section(ui, state);
+            ui.separator();
+            generation_section(ui, state);
+            ui.separator();
+            methods_section(ui, state);
+        });
+}
+
+fn frame_section(ui: &mut Ui, state: &mut AppState) {
+    let Some(frame_id) = state.selection.focus else {
+        ui.heading("Frame");
+        ui.weak("Select a frame in the timeline, or press N to add one.");
+        return;
+    };
+    let Some(index) = state.doc.index_of(frame_id) else {
+        return;
+    };
+    ui.heading(format!("Frame {}", index + 1));
+    if state.selection.ids.len() > 1 {
+        ui.weak(format!("{} frames selected", state.selection.ids.len()));
+    }
+    frame_text(
+        ui,
+        state,
+        frame_id,
+        FrameField::Background,
+        "Background / environment",
+        2,
+    );
+    frame_text(ui, state, frame_id, FrameField::Action, "Action", 2);
+    frame_text(ui, state, frame_id, FrameField::Dialogue, "Dialogue", 1);
+    frame_text(ui, state, frame_id, FrameField::Notes, "Notes", 1);
+
+    let Some(frame) = state.doc.frame(frame_id).cloned() else {
+        return;
+    };
+    let mut edited = frame.clone();
+    let mut dragging = false;
+    egui::Grid::new("frame_numbers")
+        .num_columns(2)
+        .show(ui, |ui| {
+            ui.label("Duration");
+            let r = ui.add(
+                DragValue::new(&mut edited.duration)
+                    .range(0.1..=60.0)
+                    .speed(0.1)
+                    .suffix(" s"),
+            );
+            dragging |= r.dragged() || r.has_focus();
+            ui.end_row();
+            ui.label("Scene");
+            let r = ui.add(DragValue::new(&mut edited.scene).range(1..=999));
+            dragging |= r.dragged() || r.has_focus();
+            ui.end_row();
+            ui.label("Seed");
+            ui.horizontal(|ui| {
+                let r = ui.add_enabled(!edited.seed_locked, DragValue::new(&mut edited.seed));
+                dragging |= r.dragged() || r.has_focus();
+                ui.checkbox(&mut edited.seed_locked, "Lock")
+                    .on_hover_text("A locked seed keeps its value when new seeds are drawn.");
+                if ui
+                    .add_enabled(!edited.seed_locked, egui::Button::new("New"))
+                    .on_hover_text("Draw a new seed")
+                    .clicked()
+                {
+                    edited.seed = next_seed(edited.seed);
+                }
+                if ui
+                    .add_enabled(!edited.seed_locked, egui::Button::new("+1"))
+                    .clicked()
+                {
+                    edited.seed = edited.seed.wrapping_add(1);
+                }
+            });
+            ui.end_row();
+        });
+    if edited != frame {
+        let key = if dragging {
+            EditKey::Field(frame_id, "numbers")
+        } else {
+            EditKey::Command
+        };
+        state.edit(key, |d| {
+            if let Some(f) = d.frame_mut(frame_id) {
+                *f = edited;
+            }
+        });
+    }
+    ui.horizontal(|ui| {
+        if ui
+            .button("Regenerate")
+            .on_hover_text("A new version of this frame")
+            .clicked()
+        {
+            state.regenerate_focused();
+        }
+        if state.selection.ids.len() > 1 && ui.button("New seeds for selection").clicked() {
+            state.new_seeds_for_selected();
+        }
+    });
+}
+
+fn generation_section(ui: &mut Ui, state: &mut AppState) {
+    ui.heading("Generation");
+    let before = state.doc.settings.clone();
+    let mut s = before.clone();
+    let dragging = generation_settings_ui(ui, &mut s);
+    if s != before {
+        let key = if dragging {
+            EditKey::Field(0, "generation")
+        } else {
+            EditKey::Command
+        };
+        state.edit(key, |d| d.settings = s);
+    }
+}
+
+/// The generation settings widgets; returns true while a value is being dragged or typed.
+pub fn generation_settings_ui(ui: &mut Ui, s: &mut GenerationSettings) -> bool {
+    let mut dragging = false;
+    egui::Grid::new("generation_grid")
+        .num_columns(2)
+        .show(ui, |ui| {
+            ui.label("Steps");
+            let r = ui.add(egui::Slider::new(&mut s.steps, 1..=60));
+            dragging |= r.dragged() || r.has_focus();
+            ui.end_row();
+            ui.label("Guidance");
+            let r = ui.add(egui::Slider::new(&mut s.guidance, 1.0..=10.0).step_by(0.1));
+            dragging |= r.dragged() || r.has_focus();
+            ui.end_row();
+            ui.label("Aspect");
+            let current = AspectPreset::of_size(s.width, s.height);
+            ui.horizontal_wrapped(|ui| {
+                for preset in AspectPreset::ALL {
+                    if ui
+                        .selectable_label(current == Some(preset), preset.label())
+                        .clicked()
+                    {
+                        let pixels = s.width * s.height;
+                        (s.width, s.height) = preset.size(pixels);
+                    }
+                }
+            });
+            ui.end_row();
+            ui.label("Size");
+            ui.horizontal(|ui| {
+                let r = ui.add(DragValue::new(&mut s.width).range(64..=2048).speed(16));
+                dragging |= r.dragged() || r.has_focus();
+                ui.label("×");
+                let r = ui.add(DragValue::new(&mut s.height).range(64..=2048).speed(16));
+                dragging |= r.dragged() || r.has_focus();
+            });
+            ui.end_row();
+        });
+    // The model works on 16-pixel cells.
+    s.width = s.width.div_ceil(16) * 16;
+    s.height = s.height.div_ceil(16) * 16;
+    ui.checkbox(&mut s.previews, "Live previews in frame cards")
+        .on_hover_text(
+            "Shows each step's image while a frame renders; costs a little time per step.",
+        );
+    dragging
+}
+
+fn methods_section(ui: &mut Ui, state: &mut AppState) {
+    ui.heading("Consistency methods");
+    let before = state.doc.settings.methods.clone();
+    let mut m = before.clone();
+    let measured = state
+        .selection
+        .focus
+        .and_then(|id| state.renders.active(id))
+        .and_then(|v| v.analysis.afs);
+    let dragging = methods_ui(ui, &mut m, measured);
+    if m != before {
+        let key = if dragging {
+            EditKey::Field(0, "methods")
+        } else {
+            EditKey::Command
+        };
+        state.edit(key, |d| d.settings.methods = m);
+    }
+}
+
+/// All method sections; returns true while a value is being dragged or typed.
+pub fn methods_ui(ui: &mut Ui, m: &mut MethodSettings, measured: Option<afs::AfsDecision>) -> bool {
+    let mut dragging = false;
+    ui.checkbox(&mut m.asemconsist_enabled, "ASemConsist")
+        .on_hover_text(
+            "Selective text-embedding modification (STM), padding projection (PAD) and \
+             adaptive feature sharing (AFS): keeps the identity from the text side.",
+        );
+    if m.asemconsist_enabled {
+        ui.indent("asem", |ui| {
+            dragging |= asemconsist_ui(ui, &mut m.asemconsist, measured);
+        });
+    }
+    dragging
+}
+
+fn help<'a>(pairs: &'a [(&'a str, &'a str)], key: &str) -> &'a str {
+    pairs.iter().find(|(k, _)| *k == key).map_or("", |(_, h)| h)
+}
+
+fn asemconsist_ui(ui: &mut Ui, a: &mut AsemSettings, measured: Option<afs::AfsDecision>) -> bool {
+    let mut dragging = false;
+    let preset = AsemPreset::matching(a);
+    egui::ComboBox::from_label("Preset")
+        .selected_text(preset.map_or("Custom", |p| p.label()))
+        .show_ui(ui, |ui| {
+            for p in AsemPreset::ALL {
+                if ui.selectable_label(preset == Some(p), p.label()).clicked() {
+                    *a = p.settings();
+                }
+            }
+        });
+    ui.checkbox(&mut a.stm.enabled, "STM")
+        .on_hover_text(format!(
+            "{}\n\n{}",
+            stm::EXPRESSION_HELP,
+            stm::SUPPRESSION_HELP
+        ));
+    ui.checkbox(&mut a.pad.enabled, "PAD")
+        .on_hover_text(pad::GAMMA_HELP);
+    ui.horizontal(|ui| {
+        ui.label("AFS").on_hover_text(afs::MODE_HELP);
+        for (mode, name) in [
+            (AfsMode::Auto, "Auto"),
+            (AfsMode::Always, "Always"),
+            (AfsMode::Never, "Never"),
+        ] {
+            ui.radio_value(&mut a.afs.mode, mode, name)
+                .on_hover_text(afs::MODE_HELP);
+        }
+    });
+    match measured {
+        Some(d) => {
+            let radius = d
+                .radius
+                .map_or("not measured".to_string(), |r| format!("{r:.4}"));
+            ui.label(format!(
+                "Measured radius: {radius} (threshold {:.4}) → sharing {}",
+                d.threshold,
+                if d.use_sharing { "on" } else { "off" }
+            ))
+            .on_hover_text(afs::THRESHOLD_HELP);
+        }
+        None => {
+            ui.weak("Measured radius: generate a frame to measure it")
+                .on_hover_text(afs::THRESHOLD_HELP);
+        }
+    }
+    egui::CollapsingHeader::new("Advanced")
+        .id_salt("asem_advanced")
+        .default_open(false)
+        .show(ui, |ui| {
+            egui::Grid::new("asem_advanced_grid")
+                .num_columns(2)
+                .show(ui, |ui| {
+                    let stm_help = stm::StmSettings::help();
+                    let pad_help = pad::PadSettings::help();
+                    let afs_help = afs::AfsSettings::help();
+                    let mut drag =
+                        |ui: &mut Ui, label: &str, tip: &str, value: &mut f64, speed: f64| {
+                            ui.label(label).on_hover_text(tip);
+                            let r = ui.add(DragValue::new(value).speed(speed).max_decimals(4));
+                            dragging |= r.dragged() || r.has_focus();
+                            ui.end_row();
+                        };
+                    drag(
+                        ui,
+                        "STM α (expression)",
+                        help(stm_help, "expression"),
+                        &mut a.stm.expression.alpha,
+                        0.001,
+                    );
+                    drag(
+                        ui,
+                        "STM β (expression)",
+                        help(stm_help, "expression"),
+                        &mut a.stm.expression.beta,
+                        0.01,
+                    );
+                    drag(
+                        ui,
+                        "STM α' (suppression)",
+                        help(stm_help, "suppression"),
+                        &mut a.stm.suppression.alpha,
+                        0.001,
+                    );
+                    drag(
+                        ui,
+                        "STM β' (suppression)",
+                        help(stm_help, "suppression"),
+                        &mut a.stm.suppression.beta,
+                        0.01,
+                    );
+                    drag(ui, "PAD γ", help(pad_help, "gamma"), &mut a.pad.gamma, 0.01);
+                    let mut threshold = a.afs.threshold as f64;
+                    drag(
+                        ui,
+                        "AFS threshold",
+                        help(afs_help, "threshold"),
+                        &mut threshold,
+                        0.001,
+                    );
+                    a.afs.threshold = threshold as f32;
+                    ui.label("STM inside the transformer")
+                        .on_hover_text(help(stm_help, "in_transformer"));
+                    ui.checkbox(&mut a.stm.in_transformer, "");
+                    ui.end_row();
+                });
+            ui.weak(AsemSettings::step_indexing_help());
+        });
+    dragging
+}
