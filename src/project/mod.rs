@@ -30,11 +30,15 @@ pub mod analysis;
 pub mod autosave;
 pub mod error;
 pub mod migrate;
+pub mod png_meta;
 pub mod store;
 pub mod types;
 
 pub use autosave::{Autosaver, SaveState};
 pub use error::ProjectError;
+pub use png_meta::{
+    ImageSettings, PngMetadata, import_png_settings, read_png_metadata, write_png_with_settings,
+};
 pub use store::{
     AUTOSAVE_FILE, BACKUP_FILE, CACHE_DIR, FRAMES_DIR, MissingImage, OpenOutcome, PROJECT_FILE,
     RealDisk, Recovery, SaveHooks, create, discard_autosave, load_project_file, open, save,
