@@ -28,8 +28,9 @@ pub struct LoadOptions {
 #[derive(Debug, Clone)]
 pub struct FluxVae {
     cfg: VaeConfig,
-    encoder: Encoder,
-    decoder: Decoder,
+    // Boxed so that a `FluxVae` is a few pointers wide and cheap to keep in enums.
+    encoder: Box<Encoder>,
+    decoder: Box<Decoder>,
     dtype: DType,
 }
 
@@ -113,8 +114,8 @@ impl FluxVae {
     fn build(cfg: VaeConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         let dtype = vb.dtype();
         Ok(Self {
-            encoder: Encoder::new(&cfg, vb.pp("encoder"))?,
-            decoder: Decoder::new(&cfg, vb.pp("decoder"))?,
+            encoder: Box::new(Encoder::new(&cfg, vb.pp("encoder"))?),
+            decoder: Box::new(Decoder::new(&cfg, vb.pp("decoder"))?),
             cfg,
             dtype,
         })
