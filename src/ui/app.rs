@@ -53,7 +53,10 @@ pub const SHORTCUTS: &[(&str, &str)] = &[
     ("Shift+N", "Insert a frame before the selected one"),
     ("D", "Duplicate the selected frames"),
     ("Delete", "Delete the selected frames"),
-    ("← / →", "Select the previous / next frame (Shift extends)"),
+    (
+        "Left / Right",
+        "Select the previous / next frame (Shift extends)",
+    ),
     (
         "Click / Ctrl+click / Shift+click",
         "Select / toggle / select a range",
@@ -215,7 +218,7 @@ impl StoryloomApp {
             }
             None => self
                 .state
-                .show_error("Choose a project folder first (File ▸ Export writes the frames)"),
+                .show_error("Choose a project folder first (File > Export writes the frames)"),
         }
     }
 
@@ -322,7 +325,7 @@ impl StoryloomApp {
             });
             ui.separator();
             let busy = self.state.tracker.is_busy();
-            if ui.button("▶ Generate all").clicked() {
+            if ui.button("Generate all").clicked() {
                 command = Some(Command::GenerateAll);
             }
             if ui
@@ -345,7 +348,7 @@ impl StoryloomApp {
                 command = Some(Command::Regenerate);
             }
             if ui
-                .add_enabled(busy, egui::Button::new("■ Cancel"))
+                .add_enabled(busy, egui::Button::new("Cancel"))
                 .on_hover_text("Esc")
                 .clicked()
             {
@@ -385,7 +388,7 @@ impl StoryloomApp {
             ui.label(model);
             ui.separator();
             ui.label(if self.state.dirty {
-                "● unsaved changes"
+                "Unsaved changes"
             } else {
                 "saved"
             });
@@ -508,7 +511,7 @@ impl StoryloomApp {
                         ui.set_max_width(360.0);
                         ui.horizontal(|ui| {
                             ui.colored_label(colour, &t.message);
-                            if ui.small_button("✕").clicked() {
+                            if ui.small_button("Dismiss").clicked() {
                                 dismiss = Some(i);
                             }
                         });

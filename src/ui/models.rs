@@ -420,10 +420,11 @@ pub fn models_ui(ui: &mut egui::Ui, page: &mut ModelsPage) -> Option<ModelSpec> 
                     Some(c) => {
                         let text = c.path.display().to_string();
                         match &c.check {
-                            Ok(_) => ui.label(format!("✔ {text}")),
-                            Err(e) => {
-                                ui.colored_label(ui.visuals().error_fg_color, format!("✖ {e}"))
-                            }
+                            Ok(_) => ui.label(format!("OK: {text}")),
+                            Err(e) => ui.colored_label(
+                                ui.visuals().error_fg_color,
+                                format!("Problem: {e}"),
+                            ),
                         };
                     }
                     None => {

@@ -63,9 +63,13 @@ pub fn story_panel_ui(ui: &mut Ui, state: &mut AppState) {
         2,
     );
     ui.horizontal(|ui| {
-        ui.label("Identity seed");
+        let l = ui.label("Identity seed");
         let mut seed = state.doc.identity_seed;
-        if ui.add(egui::DragValue::new(&mut seed)).changed() {
+        if ui
+            .add(egui::DragValue::new(&mut seed))
+            .labelled_by(l.id)
+            .changed()
+        {
             state.edit(super::history::EditKey::Field(0, "identity_seed"), |d| {
                 d.identity_seed = seed;
             });

@@ -84,7 +84,7 @@ pub fn timeline_ui(ui: &mut Ui, state: &mut AppState, textures: &mut Textures) {
             state.doc.frames.len(),
             state.doc.duration()
         ));
-        if ui.button("➕ Add frame").on_hover_text("N").clicked() {
+        if ui.button("Add frame").on_hover_text("N").clicked() {
             state.add_frame();
         }
         let any = !state.selection.ids.is_empty();

@@ -366,7 +366,7 @@ fn toolbar(ui: &mut Ui, state: &mut AppState, versions: &[Version], active: Opti
             ui.selectable_value(&mut state.overlay.layer, layer, layer.label());
         }
         ui.separator();
-        egui::ComboBox::from_id_salt("match_display")
+        egui::ComboBox::from_label("Matches")
             .selected_text(state.overlay.matches.label())
             .show_ui(ui, |ui| {
                 for d in MatchDisplay::ALL {
@@ -374,7 +374,9 @@ fn toolbar(ui: &mut Ui, state: &mut AppState, versions: &[Version], active: Opti
                 }
             });
         if state.overlay.matches == MatchDisplay::Many {
+            let l = ui.label("N");
             ui.add(egui::DragValue::new(&mut state.overlay.match_count).range(1..=512))
+                .labelled_by(l.id)
                 .on_hover_text("How many matches to show");
         }
         ui.checkbox(&mut state.viewer.show_identity, "Identity");
@@ -414,7 +416,7 @@ fn toolbar(ui: &mut Ui, state: &mut AppState, versions: &[Version], active: Opti
         }
         if let Some(a) = active
             && ui
-                .small_button("🗑")
+                .small_button("Delete version")
                 .on_hover_text("Delete the shown version")
                 .clicked()
         {
