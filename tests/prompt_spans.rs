@@ -408,3 +408,64 @@ fn missing_and_wrong_tokenizer_files_are_reported() {
     assert!(matches!(err, TextError::BadTokenizer { .. }), "{err}");
     assert!(err.to_string().contains("T5 tokenizer"), "{err}");
 }
+
+/// diffusers' FLUX folders ship CLIP's tokenizer as vocab.json + merges.txt only: the BPE
+/// tokenizer built from them gives the same tokens as the tokenizer.json.
+#[test]
+fn clip_folder_with_vocab_and_merges_tokenizes_like_its_tokenizer_json() {
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("clip_tiny_tokenizer.json")).unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let vocab = &json["model"]["vocab"];
+    std::fs::write(dir.path().join("vocab.json"), vocab.to_string()).unwrap();
+    let mut merges = String::from("#version: 0.2\n");
+    for pair in json["model"]["merges"].as_array().unwrap() {
+        let pair = pair.as_array().unwrap();
+        merges += &format!(
+            "{} {}\n",
+            pair[0].as_str().unwrap(),
+            pair[1].as_str().unwrap()
+        );
+    }
+    std::fs::write(dir.path().join("merges.txt"), merges).unwrap();
+
+    let built = PromptTokenizer::from_file(dir.path(), TextModelKind::Clip, 77).unwrap();
+    let reference = clip(77);
+    assert_eq!(built.special_tokens(), reference.special_tokens());
+    let spans = spans_fixture();
+    for s in &spans.sentences {
+        assert_eq!(
+            built.encode_plain(&s.text).unwrap(),
+            s.clip.ids,
+            "{}",
+            s.text
+        );
+    }
+    let segs: Vec<&str> = spans.combined.segments.iter().map(String::as_str).collect();
+    assert_eq!(
+        combine(&built, &segs, Separator::Space),
+        combine(&reference, &segs, Separator::Space)
+    );
+    // Upper case, runs of spaces and punctuation go through the same normalizer and split.
+    let messy = "THE  Detective's\tgreen scarf, 42 letters!";
+    assert_eq!(
+        built.encode_plain(messy).unwrap(),
+        reference.encode_plain(messy).unwrap()
+    );
+
+    // A folder with a tokenizer.json uses it; a folder with neither is reported.
+    let with_json = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture("t5_tiny_tokenizer.json"),
+        with_json.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let t5_from_folder =
+        PromptTokenizer::from_file(with_json.path(), TextModelKind::T5, 8).unwrap();
+    assert_eq!(t5_from_folder.special_tokens(), t5(8).special_tokens());
+    let empty = tempfile::tempdir().unwrap();
+    let err = PromptTokenizer::from_file(empty.path(), TextModelKind::T5, 8).unwrap_err();
+    assert!(matches!(err, TextError::MissingTokenizer { .. }), "{err}");
+}

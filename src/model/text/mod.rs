@@ -6,7 +6,8 @@
 //! - [`clip`]: the CLIP text encoder (FLUX's pooled vector);
 //! - [`encoder`]: [`TextEncoder`], which ties them together, caches encodings and can drop
 //!   the weights from memory;
-//! - [`files`]: finding and checking the weight files.
+//! - [`files`]: finding and checking the weight files;
+//! - [`tokenizer_files`]: reading a tokenizer.json, or building CLIP's from vocab.json + merges.txt.
 
 pub mod clip;
 pub mod encoder;
@@ -14,6 +15,7 @@ pub mod error;
 pub mod files;
 pub mod prompt;
 pub mod t5;
+pub mod tokenizer_files;
 
 pub use clip::ClipEncoder;
 pub use encoder::{

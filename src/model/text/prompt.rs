@@ -16,6 +16,10 @@
 //! word-level tokenizers that split on whitespace, a space is only a word boundary, so
 //! [`Separator::Space`] adds no token and the ids equal those of tokenizing the joined string
 //! (`segments.join(" ")`); `tests/prompt_spans.rs` checks this on hand-checked sentences.
+//! [`Separator::Comma`] also gives the joined text's ids, with one exception: CLIP's word
+//! split reads a segment's final punctuation and the comma as one word (`letter.,`), so that
+//! last piece differs (`.</w>` on its own, `.` in the joined text); the span keeps the
+//! segment's own tokens.
 
 use std::ops::Range;
 use std::path::Path;
@@ -23,6 +27,7 @@ use std::path::Path;
 use tokenizers::Tokenizer;
 
 use super::error::{TextError, TextModelKind};
+use super::tokenizer_files::read_tokenizer;
 
 /// What goes between two consecutive non-empty segments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -129,20 +134,10 @@ impl std::fmt::Debug for PromptTokenizer {
 }
 
 impl PromptTokenizer {
-    /// Reads a tokenizer.json; the special tokens are read from its post-processor.
+    /// Reads a tokenizer.json (or a folder, see [`read_tokenizer`]); the special tokens are
+    /// read from its post-processor.
     pub fn from_file(path: &Path, kind: TextModelKind, max_len: usize) -> Result<Self, TextError> {
-        if !path.is_file() {
-            return Err(TextError::MissingTokenizer {
-                kind,
-                path: path.into(),
-            });
-        }
-        let tokenizer = Tokenizer::from_file(path).map_err(|e| TextError::BadTokenizer {
-            kind,
-            path: path.into(),
-            reason: e.to_string(),
-        })?;
-        Self::new(tokenizer, max_len)
+        Self::new(read_tokenizer(path, kind)?, max_len)
     }
 
     /// Wraps a tokenizer; the special tokens are read from its post-processor.
