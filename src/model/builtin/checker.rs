@@ -22,7 +22,10 @@ pub const MIN_SUBJECT_FRACTION: f32 = 0.004;
 /// Centroid x (fraction of width) below which the character is on the left, and its mirror.
 pub const LEFT_OF: f32 = 0.39;
 /// A second colour needs this share of the hue votes to count as a hat or scarf.
-pub const ACCESSORY_SHARE: f32 = 0.05;
+pub const ACCESSORY_SHARE: f32 = 0.03;
+/// Only clearly saturated pixels vote for a hue: where two vivid colours blur into each other
+/// the mix is duller, so it does not invent a third colour.
+pub const VOTE_CHROMA: f32 = 0.4;
 /// Row-profile step (0..255 luminance) from which a body reads as striped...
 pub const STRIPE_ROW_STEP: f32 = 7.0;
 /// ...provided rows differ this many times more than columns.
@@ -141,7 +144,7 @@ impl Checker {
         measurement.position = Some(position_of(centroid.0));
 
         let interior = erode(&measurement.subject);
-        let votes = hue_votes(image, &interior);
+        let votes = hue_votes(image, &measurement.subject);
         let (colour, accessory_colour) = main_and_second_colour(&votes);
         measurement.colour = colour;
         measurement.accessory_colour = accessory_colour;
@@ -398,7 +401,7 @@ fn hue_votes(image: &RgbImage, interior: &GrayImage) -> [f32; 8] {
         }
         let rgb = image.get_pixel(x, y).0;
         let c = chroma(rgb);
-        if c < SUBJECT_CHROMA {
+        if c < VOTE_CHROMA {
             continue;
         }
         let index = Colour::ALL
@@ -658,7 +661,14 @@ mod tests {
     #[test]
     fn profile_step_skips_thin_lines() {
         // Means 10, 20, (skipped), 40, 10, 16: steps 10, 30, 6; upper quartile 30.
-        let sums = [(40.0, 4), (80.0, 4), (100.0, 1), (160.0, 4), (40.0, 4), (64.0, 4)];
+        let sums = [
+            (40.0, 4),
+            (80.0, 4),
+            (100.0, 1),
+            (160.0, 4),
+            (40.0, 4),
+            (64.0, 4),
+        ];
         assert_eq!(profile_step(&sums), 30.0);
         assert_eq!(profile_step(&[]), 0.0);
     }
