@@ -4,9 +4,11 @@
 //! - [`caption`]: three-part captions with varied wording, and a reader for them.
 //! - [`vocab`]: the closed vocabulary and the word-level `tokenizer.json` built from it.
 //! - [`checker`]: model-free measurements of background, character colour, position, identity.
+//! - [`model`]: loading the shipped weights (DiT, T5, pixel codec) into a pipeline.
 
 pub mod caption;
 pub mod checker;
+pub mod model;
 pub mod vocab;
 pub mod world;
 
