@@ -16,6 +16,9 @@ use super::text::{em_scale, font, line_height, raster_width, wrap_text};
 use super::{ExportDocument, ExportError, ExportFrame, PIXELS_PER_TOKEN};
 use crate::project::store::{RealDisk, atomic_write};
 
+/// Horizontal padding of captions inside their cell, in pixels.
+pub const CAPTION_INSET: u32 = 2;
+
 /// How the sheet looks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SheetOptions {
@@ -180,6 +183,9 @@ pub fn layout_sheet(doc: &ExportDocument, options: &SheetOptions) -> SheetLayout
     }
 
     let caption_gap = line_h / 3;
+    // Glyphs can overhang their advance box by a pixel (negative side bearings, antialiasing):
+    // keep text that far inside the cell so it never touches the neighbour.
+    let inset = CAPTION_INSET.min(cell_width / 4);
     let mut cells = Vec::with_capacity(doc.frames.len());
     for row in doc.frames.chunks(columns) {
         let mut row_cells = Vec::with_capacity(row.len());
@@ -189,9 +195,9 @@ pub fn layout_sheet(doc: &ExportDocument, options: &SheetOptions) -> SheetLayout
             let mut line_y = y + image_height + caption_gap;
             let mut lines = Vec::new();
             for (text, kind) in caption_lines(frame, options) {
-                for piece in wrap_text(&text, cell_width as f32, measure) {
+                for piece in wrap_text(&text, (cell_width - 2 * inset) as f32, measure) {
                     lines.push(TextLine {
-                        x,
+                        x: x + inset,
                         y: line_y,
                         text: piece,
                         kind,
