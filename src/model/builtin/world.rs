@@ -869,8 +869,8 @@ fn draw_character(
     draw_body(canvas, &body, character, s, rng);
     if let Accessory::Scarf(scarf) = character.accessory {
         let (y0, y1) = (
-            body.top() + 0.4 * 2.0 * half_height,
-            body.top() + 0.56 * 2.0 * half_height,
+            body.top() + 0.42 * 2.0 * half_height,
+            body.top() + 0.52 * 2.0 * half_height,
         );
         let scarf_rgb = scarf.rgb();
         canvas.paint_where(
@@ -879,10 +879,10 @@ fn draw_character(
             true,
         );
         canvas.rect(
-            cx + 0.08 * s,
+            cx + 0.1 * s,
             y1 - 0.01 * s,
-            cx + 0.22 * s,
-            y1 + 0.26 * s,
+            cx + 0.2 * s,
+            y1 + 0.22 * s,
             scarf_rgb,
             true,
         );
@@ -892,16 +892,16 @@ fn draw_character(
         let top = body.top() + 0.02 * s;
         canvas.rect(
             cx - 0.3 * s,
-            top - 0.06 * s,
+            top - 0.05 * s,
             cx + 0.3 * s,
             top + 0.01 * s,
             hat.rgb(),
             true,
         );
         canvas.rect(
-            cx - 0.2 * s,
-            top - 0.32 * s,
-            cx + 0.2 * s,
+            cx - 0.18 * s,
+            top - 0.3 * s,
+            cx + 0.18 * s,
             top - 0.04 * s,
             hat.rgb(),
             true,
