@@ -61,6 +61,10 @@ fn full_project() -> Project {
         versions: vec![],
         active_version: None,
     };
+    // Field by field, so settings other methods add later keep their defaults here.
+    let mut methods = MethodSettings::default();
+    methods.asemconsist_enabled = true;
+    methods.asemconsist = AsemPreset::StmPad.settings();
     Project {
         format_version: CURRENT_FORMAT_VERSION,
         title: "The keeper 🌊".into(),
@@ -79,11 +83,7 @@ fn full_project() -> Project {
             height: 1024,
             aspect: AspectPreset::Square,
         },
-        methods: MethodSettings {
-            asemconsist_enabled: true,
-            asemconsist: AsemPreset::StmPad.settings(),
-            ..MethodSettings::default()
-        },
+        methods,
         model: ModelChoice::Flux {
             transformer: PathBuf::from("weights/flux1-dev.safetensors"),
             vae: PathBuf::from("weights/ae.safetensors"),

@@ -135,6 +135,18 @@ pub fn collect(
     ))
 }
 
+/// Opens the project folder `dir` and builds its export document dated `unix_seconds` (UTC);
+/// the warnings include frames whose image is missing. For `storyloom export`.
+pub fn collect_from_folder(
+    dir: &Path,
+    unix_seconds: u64,
+) -> Result<(ExportDocument, Vec<String>), ExportError> {
+    let outcome = crate::project::open(dir)?;
+    let (doc, mut warnings) = collect(dir, &outcome.project, &date_utc(unix_seconds))?;
+    warnings.extend(outcome.warnings);
+    Ok((doc, warnings))
+}
+
 fn load_version(
     dir: &Path,
     version: &FrameVersion,

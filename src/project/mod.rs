@@ -23,11 +23,12 @@
 //! short run; the long run is
 //!
 //! ```text
-//! PROPTEST_CASES=100000 cargo test --locked --release --test project_fuzz
+//! PROPTEST_CASES=100000 cargo test --locked --test project_fuzz
 //! ```
 
 pub mod analysis;
 pub mod autosave;
+pub mod engine_link;
 pub mod error;
 pub mod migrate;
 pub mod png_meta;
@@ -35,6 +36,7 @@ pub mod store;
 pub mod types;
 
 pub use autosave::{Autosaver, SaveState};
+pub use engine_link::{parse_frame_selection, store_frame_result, store_image};
 pub use error::ProjectError;
 pub use png_meta::{
     ImageSettings, PngMetadata, import_png_settings, read_png_metadata, write_png_with_settings,
