@@ -128,6 +128,7 @@ pub fn render_frame(
         steps: settings.steps,
         guidance: settings.guidance,
         batch_index: vec![1],
+        stop_after: None,
     };
     let pipeline = &model.pipeline;
     let frame_id = frame.frame_id;

@@ -74,6 +74,9 @@ pub struct BatchRequest {
     pub guidance: f32,
     /// Sample index of every batch row, handed to the control (see `HookCtx::batch_index`).
     pub batch_index: Vec<usize>,
+    /// Stop after this step (0-based) instead of running the whole schedule, e.g. for a
+    /// pre-run that only needs the first steps.
+    pub stop_after: Option<usize>,
 }
 
 /// The transformer with its codec and schedule.
@@ -162,7 +165,10 @@ impl Pipeline {
         };
         let rope = self.transformer.rope_tables(txt_len, rows, cols)?;
         let guidance = Tensor::from_vec(vec![req.guidance; b], b, self.device())?;
-        let timesteps = schedule(req.steps, rows * cols, self.shift);
+        let mut timesteps = schedule(req.steps, rows * cols, self.shift);
+        if let Some(last) = req.stop_after {
+            timesteps.truncate((last + 2).min(timesteps.len()));
+        }
         let out = euler_sample(
             x,
             &timesteps,

@@ -162,6 +162,56 @@ pub trait Control {
     }
 }
 
+/// A control borrowed for a while (e.g. to run it together with another in a pair).
+impl<C: Control + ?Sized> Control for &mut C {
+    fn text_embeddings(&mut self, ctx: &StepCtx, txt: Tensor) -> Result<Tensor> {
+        (**self).text_embeddings(ctx, txt)
+    }
+    fn projections(
+        &mut self,
+        ctx: &HookCtx,
+        stream: Stream,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        (**self).projections(ctx, stream, q, k, v)
+    }
+    fn qkv(
+        &mut self,
+        ctx: &HookCtx,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        (**self).qkv(ctx, q, k, v)
+    }
+    fn attention(&mut self, ctx: &HookCtx, call: &AttentionCall) -> Result<Tensor> {
+        (**self).attention(ctx, call)
+    }
+    fn wants_attention_probs(&self, ctx: &HookCtx) -> bool {
+        (**self).wants_attention_probs(ctx)
+    }
+    fn attention_probs(&mut self, ctx: &HookCtx, q_img: &Tensor, k_txt: &Tensor) -> Result<()> {
+        (**self).attention_probs(ctx, q_img, k_txt)
+    }
+    fn attention_output(&mut self, ctx: &HookCtx, out: Tensor) -> Result<Tensor> {
+        (**self).attention_output(ctx, out)
+    }
+    fn residual(
+        &mut self,
+        ctx: &HookCtx,
+        stream: Stream,
+        branch: Branch,
+        x: Tensor,
+    ) -> Result<Tensor> {
+        (**self).residual(ctx, stream, branch, x)
+    }
+    fn block_output(&mut self, ctx: &HookCtx, stream: Stream, x: Tensor) -> Result<Tensor> {
+        (**self).block_output(ctx, stream, x)
+    }
+}
+
 /// The vanilla model.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoControl;
