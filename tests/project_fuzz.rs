@@ -3,7 +3,7 @@
 //! or an error.
 //!
 //! Short run (CI): 2000 cases per property. Long run, >= 100k cases:
-//! `PROPTEST_CASES=100000 cargo test --locked --release --test project_fuzz`
+//! `PROPTEST_CASES=100000 cargo test --locked --test project_fuzz`
 
 use std::path::Path;
 
