@@ -281,4 +281,14 @@ fn not_a_project_folder() {
     let dir = tempfile::tempdir().unwrap();
     let err = open(dir.path()).unwrap_err();
     assert!(matches!(err, ProjectError::NotAProject { .. }));
+    assert!(err.to_string().ends_with("project.ron is missing"), "{err}");
+
+    // Only a backup left (e.g. the project file was deleted by hand): say so.
+    fs::write(dir.path().join("project.ron.bak"), "()").unwrap();
+    let err = open(dir.path()).unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("(project.ron.bak found: copy it to project.ron to open it)"),
+        "{err}"
+    );
 }

@@ -23,8 +23,9 @@ pub enum ProjectError {
         found: u32,
         supported: u32,
     },
-    #[error("no project at {}: project.ron is missing", path.display())]
-    NotAProject { path: PathBuf },
+    /// `hint` names leftovers worth looking at (a backup or an autosave), or is empty.
+    #[error("no project at {}: project.ron is missing{hint}", path.display())]
+    NotAProject { path: PathBuf, hint: String },
     #[error("cannot write to {}: the folder is read-only or not permitted", path.display())]
     Unwritable {
         path: PathBuf,

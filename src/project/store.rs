@@ -93,8 +93,21 @@ pub fn to_ron_string(project: &Project) -> Result<String, ron::Error> {
 pub fn open(dir: &Path) -> Result<OpenOutcome, ProjectError> {
     let path = dir.join(PROJECT_FILE);
     if !path.exists() {
+        let leftovers: Vec<&str> = [BACKUP_FILE, AUTOSAVE_FILE]
+            .into_iter()
+            .filter(|name| dir.join(name).is_file())
+            .collect();
+        let hint = if leftovers.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} found: copy it to {PROJECT_FILE} to open it)",
+                leftovers.join(" and ")
+            )
+        };
         return Err(ProjectError::NotAProject {
             path: dir.to_path_buf(),
+            hint,
         });
     }
     let mut project = load_project_file(&path)?;
