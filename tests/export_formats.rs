@@ -219,3 +219,116 @@ fn empty_storyboards_are_refused() {
         Err(ExportError::NoFrames)
     ));
 }
+
+/// The ToUnicode map of the (single) embedded font: glyph code -> text.
+fn to_unicode(pdf: &[u8]) -> std::collections::HashMap<u16, String> {
+    let text = String::from_utf8_lossy(pdf);
+    let start = text.find("beginbfchar").expect("ToUnicode map");
+    let end = start + text[start..].find("endbfchar").unwrap();
+    let hex: Vec<&str> = text[start + "beginbfchar".len()..end]
+        .split(['<', '>'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    hex.chunks(2)
+        .map(|pair| {
+            let code = u16::from_str_radix(pair[0], 16).unwrap();
+            let units: Vec<u16> = (0..pair[1].len())
+                .step_by(4)
+                .map(|i| u16::from_str_radix(&pair[1][i..i + 4], 16).unwrap())
+                .collect();
+            (code, String::from_utf16(&units).unwrap())
+        })
+        .collect()
+}
+
+/// Bytes of every PDF literal string `( … )` in `ops`, escapes resolved.
+fn literal_strings(ops: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < ops.len() {
+        if ops[i] != b'(' {
+            i += 1;
+            continue;
+        }
+        i += 1;
+        while i < ops.len() && ops[i] != b')' {
+            if ops[i] == b'\\' {
+                i += 1;
+                match ops[i] {
+                    b'n' => out.push(b'\n'),
+                    b'r' => out.push(b'\r'),
+                    b't' => out.push(b'\t'),
+                    b'b' => out.push(8),
+                    b'f' => out.push(12),
+                    d @ b'0'..=b'7' => {
+                        let mut value = u32::from(d - b'0');
+                        for _ in 0..2 {
+                            if matches!(ops.get(i + 1), Some(b'0'..=b'7')) {
+                                i += 1;
+                                value = value * 8 + u32::from(ops[i] - b'0');
+                            }
+                        }
+                        out.push(value as u8);
+                    }
+                    other => out.push(other),
+                }
+            } else {
+                out.push(ops[i]);
+            }
+            i += 1;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Text of every text object (`BT … ET`) of an uncompressed PDF, one string per object.
+fn pdf_text_lines(pdf: &[u8]) -> Vec<String> {
+    let map = to_unicode(pdf);
+    let mut lines = Vec::new();
+    let mut i = 0;
+    while let Some(pos) = pdf[i..].windows(3).position(|w| w == b"BT ") {
+        let start = i + pos;
+        let end = start + pdf[start..].windows(2).position(|w| w == b"ET").unwrap();
+        let codes = literal_strings(&pdf[start..end]);
+        let line: String = codes
+            .chunks(2)
+            .map(|c| {
+                map.get(&u16::from_be_bytes([c[0], c[1]]))
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+        lines.push(line);
+        i = end;
+    }
+    lines
+}
+
+#[test]
+fn pdf_pages_carry_the_captions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("captions.pdf");
+    let options = PdfOptions {
+        compress: false,
+        grid: PageGrid::OneByThree,
+        ..PdfOptions::default()
+    };
+    let doc = doc(2);
+    write_pdf(&path, &doc, &options).unwrap();
+    let lines = pdf_text_lines(&fs::read(&path).unwrap());
+    assert_eq!(lines[0], "Animatic");
+    assert!(lines[1].starts_with("a red kite · 2026-11-23"), "{lines:?}");
+    // Wrapping only breaks at spaces: the lines of a caption joined by spaces give it back.
+    let joined = lines.join(" ");
+    for frame in &doc.frames {
+        assert!(
+            joined.contains(&frame.action),
+            "{:?} not in {lines:?}",
+            frame.action
+        );
+    }
+    assert!(joined.contains("\u{201c}Hold on!\u{201d}"), "{lines:?}");
+    assert!(lines.iter().any(|l| l == "1") && lines.iter().any(|l| l == "2"));
+}

@@ -8,13 +8,13 @@
 use std::path::Path;
 
 use ab_glyph::{Font as _, FontRef};
-use krilla::Document;
 use krilla::color::rgb;
 use krilla::geom::{PathBuilder, Point, Rect, Size, Transform};
 use krilla::image::Image;
 use krilla::page::PageSettings;
 use krilla::paint::{Fill, Stroke};
 use krilla::text::{Font, TextDirection};
+use krilla::{Document, SerializeSettings};
 
 use super::text::{DEJAVU_SANS, advance_width, em_scale, font, wrap_text};
 use super::{ExportDocument, ExportError, ExportFrame};
@@ -80,6 +80,8 @@ pub struct PdfOptions {
     pub font_size: f32,
     /// Page margin in points.
     pub margin: f32,
+    /// Deflate the page contents (much smaller files; off only to inspect a PDF by eye).
+    pub compress: bool,
 }
 
 impl Default for PdfOptions {
@@ -90,6 +92,7 @@ impl Default for PdfOptions {
             grid: PageGrid::TwoByThree,
             font_size: 9.0,
             margin: 36.0,
+            compress: true,
         }
     }
 }
@@ -195,7 +198,10 @@ pub fn encode_pdf(doc: &ExportDocument, options: &PdfOptions) -> Result<Vec<u8>,
         ));
     }
     let pages = page_count(doc.frames.len(), options.grid);
-    let mut document = Document::new();
+    let mut document = Document::new_with(SerializeSettings {
+        compress_content_streams: options.compress,
+        ..SerializeSettings::default()
+    });
     let chunks: Vec<&[ExportFrame]> = if doc.frames.is_empty() {
         vec![&[]]
     } else {
