@@ -277,7 +277,11 @@ fn draw_cell(
     } else {
         format!("{} · {}", frame.number, frame.label.trim())
     };
-    caption.push(label);
+    if frame.missing {
+        caption.push(format!("{label} (image missing)"));
+    } else {
+        caption.push(label);
+    }
     let measure = |s: &str| text.width(size, s);
     caption.extend(wrap_text(frame.action.trim(), cell_w, measure));
     if !frame.dialogue.trim().is_empty() {
