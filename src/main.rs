@@ -1,19 +1,54 @@
-//! `storyloom`: the studio (no arguments), headless rendering and developer tools.
+//! `storyloom`: the studio (no arguments), headless rendering, export and developer tools.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use storyloom::engine::{EngineHandle, Event, Job, ModelSpec};
+use storyloom::project::{self, Project};
 
 #[derive(Parser)]
 #[command(name = "storyloom", version, about = "Storyboards with the same character in every frame")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Project folder to open in the studio (default: the demo project).
+    #[arg(long)]
+    project: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Render frames of a project without a window (e.g. on a GPU server).
+    Render {
+        /// The project folder.
+        project: PathBuf,
+        /// Frames to render, by number: e.g. 1,3-5 (default: all).
+        #[arg(long)]
+        frames: Option<String>,
+        /// Also copy the finished images here as frame_001.png, ...
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Model: `builtin`, `tiny` (untrained test model) or the project's own (default).
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Export a project: frame sheet, PDF pages, image sequence, animated GIF.
+    Export {
+        project: PathBuf,
+        #[arg(long)]
+        sheet: Option<PathBuf>,
+        #[arg(long)]
+        pdf: Option<PathBuf>,
+        #[arg(long)]
+        sequence: Option<PathBuf>,
+        #[arg(long)]
+        gif: Option<PathBuf>,
+    },
+    /// Write the demo project (an identity and six frames) to a folder.
+    Demo { folder: PathBuf },
     /// Say what weight files are: format, component, inferred config, dtype, parameters, and
     /// what else a complete FLUX set needs.
     InspectWeights {
@@ -26,8 +61,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        None => studio(cli.project),
+        Some(Command::Render { project, frames, out, model }) => render(&project, frames.as_deref(), out.as_deref(), model.as_deref()),
+        Some(Command::Export { project, sheet, pdf, sequence, gif }) => export(&project, sheet, pdf, sequence, gif),
+        Some(Command::Demo { folder }) => write_demo(&folder),
         Some(Command::InspectWeights { paths }) => inspect_weights(&paths),
-        None => Err(anyhow::anyhow!("run with --help to see the commands")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -38,8 +76,160 @@ fn main() -> ExitCode {
     }
 }
 
+/// The demo story: an under-specified character (the model must invent its looks, which is
+/// what the consistency methods keep the same) in six frames of the built-in world.
+fn demo_project() -> Project {
+    let mut p = Project { title: "Demo: a little creature's day".into(), ..Project::default() };
+    p.identity.prompt = "a little creature".into();
+    p.identity.seed = 7;
+    // The built-in model's native size.
+    p.generation.width = 64;
+    p.generation.height = 64;
+    p.generation.steps = 20;
+    p.generation.aspect = project::AspectPreset::Square;
+    let frames = [
+        ("on a sunny beach", "standing in the centre"),
+        ("on a sunny beach", "jumping on the left"),
+        ("in a dark forest", "waving on the right"),
+        ("on a grey city street", "sitting in the centre"),
+        ("under a starry night sky", "standing on the left"),
+        ("in a cozy bedroom", "sitting on the right"),
+    ];
+    for (background, action) in frames {
+        let id = p.fresh_id();
+        let mut frame = project::Frame::new(id, 7);
+        frame.background = background.into();
+        frame.action = action.into();
+        p.frames.push(frame);
+    }
+    p
+}
+
+fn write_demo(folder: &Path) -> anyhow::Result<()> {
+    project::create(folder, &demo_project()).with_context(|| format!("writing the demo project to {}", folder.display()))?;
+    println!("wrote {}", folder.display());
+    Ok(())
+}
+
+/// The demo project's folder under the user's data folder, created on first start.
+fn demo_folder() -> anyhow::Result<PathBuf> {
+    let dirs = directories::ProjectDirs::from("", "", "Storyloom").context("no home folder to keep projects in")?;
+    let folder = dirs.data_dir().join("demo");
+    if !folder.join("project.ron").exists() {
+        write_demo(&folder)?;
+    }
+    Ok(folder)
+}
+
+fn studio(project: Option<PathBuf>) -> anyhow::Result<()> {
+    let _log = storyloom::ui::logging::init();
+    let project = match project {
+        Some(p) => p,
+        None => demo_folder()?,
+    };
+    storyloom::ui::run(storyloom::ui::AppOptions { project: Some(project), model: None })
+}
+
+fn now_seconds() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn render(dir: &Path, frames: Option<&str>, out: Option<&Path>, model: Option<&str>) -> anyhow::Result<()> {
+    let outcome = project::open(dir)?;
+    for w in &outcome.warnings {
+        eprintln!("warning: {w}");
+    }
+    let mut project = outcome.project;
+    let positions = match frames {
+        Some(sel) => Some(project::engine_link::parse_frame_selection(sel, project.frames.len()).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let jobs = project.frame_jobs(positions.as_deref());
+    anyhow::ensure!(!jobs.is_empty(), "the project has no frames to render");
+    let spec = match model {
+        None => project.model.to_model_spec(),
+        Some("builtin") => ModelSpec::Builtin,
+        Some("tiny") => ModelSpec::TinyRandom { seed: 1 },
+        Some(other) => anyhow::bail!("unknown model `{other}` (builtin, tiny)"),
+    };
+    let engine = EngineHandle::spawn(|| {});
+    engine.send(Job::LoadModel(spec));
+    let total = (jobs.len() * project.generation.steps) as u64;
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {msg}  eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    engine.send(Job::Generate { story: project.story_context(), frames: jobs.clone(), settings: project.render_settings(false) });
+    let mut done = 0;
+    let mut written = Vec::new();
+    while done < jobs.len() {
+        let event = engine.events().recv_timeout(Duration::from_secs(3600)).context("the engine stopped answering")?;
+        match event {
+            Event::ModelLoaded { name, .. } => bar.set_message(format!("model: {name}")),
+            Event::Progress { frame_id, step, .. } => {
+                let index = jobs.iter().position(|j| j.frame_id == frame_id).unwrap_or(0);
+                bar.set_position((index * project.generation.steps + step) as u64);
+            }
+            Event::FrameDone(result) => {
+                let stored = project::engine_link::store_frame_result(dir, &mut project, &result, None, &[], now_seconds())?;
+                if let (Some(out), Some(_)) = (out, stored) {
+                    std::fs::create_dir_all(out)?;
+                    let number = project.frames.iter().position(|f| f.id == result.frame_id).unwrap_or(0) + 1;
+                    let path = out.join(format!("frame_{number:03}.png"));
+                    result.image.save(&path).with_context(|| format!("writing {}", path.display()))?;
+                    written.push(path);
+                }
+                done += 1;
+            }
+            Event::Error { message, .. } => {
+                bar.abandon();
+                anyhow::bail!("{message}");
+            }
+            Event::Cancelled { .. } => anyhow::bail!("rendering was cancelled"),
+            _ => {}
+        }
+    }
+    bar.finish_with_message("done");
+    project::save(dir, &project)?;
+    println!("rendered {done} frame(s) into {}", dir.display());
+    for p in written {
+        println!("  {}", p.display());
+    }
+    Ok(())
+}
+
+fn export(dir: &Path, sheet: Option<PathBuf>, pdf: Option<PathBuf>, sequence: Option<PathBuf>, gif: Option<PathBuf>) -> anyhow::Result<()> {
+    use storyloom::export;
+    anyhow::ensure!(
+        sheet.is_some() || pdf.is_some() || sequence.is_some() || gif.is_some(),
+        "say what to export: --sheet, --pdf, --sequence or --gif"
+    );
+    let (doc, warnings) = export::collect_from_folder(dir, now_seconds())?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    if let Some(path) = sheet {
+        export::sheet::write_sheet(&path, &doc, &export::sheet::SheetOptions::default())?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = pdf {
+        export::pdf::write_pdf(&path, &doc, &export::pdf::PdfOptions::default())?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(folder) = sequence {
+        let files = export::sequence::write_sequence(&folder, &doc)?;
+        println!("wrote {} images to {}", files.len(), folder.display());
+    }
+    if let Some(path) = gif {
+        export::animatic::write_gif(&path, &doc, 512)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 /// Every safetensors file below a path (a file is itself).
-fn weight_files(path: &std::path::Path) -> Vec<PathBuf> {
+fn weight_files(path: &Path) -> Vec<PathBuf> {
     if path.is_file() {
         return vec![path.to_path_buf()];
     }

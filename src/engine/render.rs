@@ -3,6 +3,7 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
+use anyhow::Context;
 use candle_core::Device;
 use image::RgbImage;
 
@@ -13,6 +14,7 @@ use super::tiny::{HashedWordEncoder, TINY_TEXT_LEN, tiny_config, tiny_pipeline};
 use crate::consistency::FrameAnalysis;
 use crate::model::dit::NoControl;
 use crate::model::pipeline::{BatchRequest, Pipeline, PromptEncoder, SampleSpec};
+use crate::model::sampler::ScheduleShift;
 
 /// A model ready to render: the pipeline and its prompt encoder.
 pub struct LoadedModel {
@@ -78,12 +80,57 @@ pub fn load_model(spec: &ModelSpec) -> anyhow::Result<LoadedModel> {
                 Box::new(encoder),
             ))
         }
-        ModelSpec::Builtin => anyhow::bail!("the built-in model is not part of this build"),
-        ModelSpec::Flux(files) => anyhow::bail!(
-            "loading FLUX files ({}) is not part of this build",
-            files.transformer.display()
-        ),
+        ModelSpec::Builtin => {
+            let model = crate::model::builtin::model::BuiltinModel::load(&device)
+                .context("loading the built-in model")?;
+            let (pipeline, encoder) = model.into_parts();
+            Ok(LoadedModel::new(
+                "Built-in".into(),
+                "Storyloom's small model (64x64, trained on the built-in world)".into(),
+                pipeline,
+                Box::new(encoder),
+            ))
+        }
+        ModelSpec::Flux(files) => load_flux(files, &device),
     }
+}
+
+/// Loads a FLUX.1 set: transformer, autoencoder, T5 (+ CLIP for the pooled vector).
+fn load_flux(files: &super::messages::FluxFiles, device: &Device) -> anyhow::Result<LoadedModel> {
+    use crate::model::text::{EncoderPaths, PooledSource, TextEncoder, TextEncoderOptions};
+    // bf16 on GPUs; on the CPU candle has no bf16 matmul, so f32.
+    let dtype = if device.is_cpu() { candle_core::DType::F32 } else { candle_core::DType::BF16 };
+    let opts = crate::model::weights::LoadOptions { dtype, device: device.clone(), axes_dim: None };
+    let transformer = crate::model::weights::load_transformer(&files.transformer, &opts)
+        .with_context(|| format!("transformer {}", files.transformer.display()))?;
+    let vae = crate::model::vae::FluxVae::load(&files.vae, dtype, device)
+        .with_context(|| format!("autoencoder {}", files.vae.display()))?;
+    let guidance = transformer.config().guidance_embed;
+    let t5 = EncoderPaths { weights: files.t5.clone(), config: None, tokenizer: files.t5_tokenizer.clone() };
+    let pooled = match (&files.clip, &files.clip_tokenizer) {
+        (Some(w), Some(t)) => PooledSource::Clip(EncoderPaths { weights: w.clone(), config: None, tokenizer: t.clone() }),
+        _ => anyhow::bail!("choose the CLIP-L text encoder and its tokenizer too (FLUX.1 needs its pooled vector)"),
+    };
+    let options = TextEncoderOptions {
+        max_len: if guidance { 512 } else { 256 },
+        dtype,
+        device: device.clone(),
+        ..TextEncoderOptions::default()
+    };
+    let encoder = TextEncoder::load(t5, pooled, options).context("text encoders")?;
+    let shift = if guidance { ScheduleShift::Resolution } else { ScheduleShift::None };
+    let pipeline = Pipeline {
+        transformer,
+        codec: crate::model::codec::Codec::Vae(vae),
+        shift,
+        preview: Some(crate::model::preview::LatentPreview::flux()),
+    };
+    Ok(LoadedModel::new(
+        if guidance { "FLUX.1-dev".into() } else { "FLUX.1-schnell".into() },
+        format!("{}", files.transformer.display()),
+        pipeline,
+        Box::new(encoder),
+    ))
 }
 
 /// The character part of every prompt: the identity description plus the style line.
