@@ -83,9 +83,15 @@ def time_shift(mu, t):
     return math.exp(mu) / (math.exp(mu) + (1.0 / t - 1.0))
 
 
-def sample_timesteps(batch, generator):
-    """Logit-normal t, shifted as the sampler's schedule is for 64 image tokens."""
+def sample_timesteps(batch, generator, uniform_fraction=0.0):
+    """Logit-normal t (a fraction of them uniform instead), shifted as the sampler's schedule
+    is for 64 image tokens."""
     t = torch.sigmoid(torch.randn(batch, generator=generator))
+    if uniform_fraction > 0.0:
+        # Uniform draws give the high-noise end, where a small model is weakest, more weight.
+        uniform = torch.rand(batch, generator=generator)
+        pick = torch.rand(batch, generator=generator) < uniform_fraction
+        t = torch.where(pick, uniform, t)
     t = t.clamp(1e-5, 1.0 - 1e-5)
     mu = shift_mu(IMAGE_TOKENS)
     return math.exp(mu) / (math.exp(mu) + (1.0 / t - 1.0))
@@ -251,6 +257,10 @@ def main():
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
     parser.add_argument("--held-out", type=int, default=256, help="last samples kept out of training")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stop-step", type=int, default=None, help="stop after this step (schedule still planned over --steps)")
+    parser.add_argument("--uniform-t", type=float, default=0.0, help="fraction of training times drawn uniform before the shift")
+    parser.add_argument("--init", default=None, help="start from the transformer/ and text_encoder/ saved in this folder")
+    parser.add_argument("--first-step", type=int, default=0, help="step number the --init weights were saved at (continues the log)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
@@ -284,6 +294,10 @@ def main():
     n_dit = sum(p.numel() for p in transformer.parameters())
     n_t5 = sum(p.numel() for p in text_encoder.parameters())
     print(f"transformer {n_dit / 1e6:.2f} M parameters, text encoder {n_t5 / 1e6:.2f} M")
+    if args.init:
+        text_encoder = T5EncoderModel.from_pretrained(os.path.join(args.init, "text_encoder"))
+        transformer = FluxTransformer2DModel.from_pretrained(os.path.join(args.init, "transformer"))
+        print(f"initialised from {args.init} (saved at step {args.first_step})")
     ema_text, ema_dit = copy.deepcopy(text_encoder).eval(), copy.deepcopy(transformer).eval()
     for p in list(ema_text.parameters()) + list(ema_dit.parameters()):
         p.requires_grad_(False)
@@ -310,21 +324,34 @@ def main():
     val_t = sample_timesteps(len(val_idx), val_gen)
 
     log_path = os.path.join(args.out, "train_log.csv")
+    steps, losses, val_steps, val_losses = [], [], [], []
+    earlier_rows = []
+    if args.first_step > 0 and os.path.exists(log_path):
+        # Continue the earlier stage's log up to the step its weights were saved at.
+        with open(log_path, newline="") as f:
+            earlier_rows = [r for r in csv.DictReader(f) if int(r["step"]) <= args.first_step]
     log_file = open(log_path, "w", newline="")
     log = csv.writer(log_file)
     log.writerow(["step", "seconds", "lr", "loss", "held_out_ema_loss"])
-    steps, losses, val_steps, val_losses = [], [], [], []
+    for r in earlier_rows:
+        log.writerow([r["step"], r["seconds"], r["lr"], r["loss"], r["held_out_ema_loss"]])
+        if r["loss"]:
+            steps.append(int(r["step"]))
+            losses.append(float(r["loss"]))
+        if r["held_out_ema_loss"]:
+            val_steps.append(int(r["step"]))
+            val_losses.append(float(r["held_out_ema_loss"]))
 
     def checkpoint(step, elapsed):
         with torch.no_grad():
             val = flow_loss(ema_text, ema_dit, val_x0, all_ids[val_idx], all_lengths[val_idx], val_t, val_eps, img_ids, txt_ids).item()
-        val_steps.append(step)
+        val_steps.append(args.first_step + step)
         val_losses.append(val)
-        log.writerow([step, f"{elapsed:.1f}", "", "", f"{val:.5f}"])
+        log.writerow([args.first_step + step, f"{elapsed:.1f}", "", "", f"{val:.5f}"])
         log_file.flush()
         save_models(args.out, ema_text, ema_dit)
         draw_loss_curve(os.path.join(args.out, "loss.png"), steps, losses, val_steps, val_losses)
-        print(f"checkpoint at step {step} ({elapsed / 60:.1f} min): held-out EMA loss {val:.4f}", flush=True)
+        print(f"checkpoint at step {args.first_step + step} ({elapsed / 60:.1f} min): held-out EMA loss {val:.4f}", flush=True)
 
     # Fusing the many small element-wise ops roughly halves a CPU step; compiling takes ~3 min.
     train_loss = flow_loss if args.no_compile else torch.compile(flow_loss)
@@ -332,13 +359,14 @@ def main():
     start = time.time()
     last_checkpoint = start
     step = 0
+    stop_step = args.steps if args.stop_step is None else min(args.steps, args.stop_step)
     transformer.train()
     text_encoder.train()
-    while step < args.steps and time.time() - start < args.minutes * 60:
+    while step < stop_step and time.time() - start < args.minutes * 60:
         idx = torch.randint(0, n_train, (args.batch,), generator=gen)
         x0 = images_to_tokens(images[idx])
         eps = torch.randn(x0.shape, generator=gen)
-        t = sample_timesteps(args.batch, gen)
+        t = sample_timesteps(args.batch, gen, args.uniform_t)
         lr = lr_at(step)
         for group in optimiser.param_groups:
             group["lr"] = lr
@@ -353,9 +381,9 @@ def main():
             torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1.0 - decay)
         step += 1
         elapsed = time.time() - start
-        steps.append(step)
+        steps.append(args.first_step + step)
         losses.append(loss.item())
-        log.writerow([step, f"{elapsed:.1f}", f"{lr:.2e}", f"{loss.item():.5f}", ""])
+        log.writerow([args.first_step + step, f"{elapsed:.1f}", f"{lr:.2e}", f"{loss.item():.5f}", ""])
         if step % 10 == 0:
             log_file.flush()
             print(f"step {step} loss {loss.item():.4f} lr {lr:.2e} {elapsed / step:.2f} s/step", flush=True)
