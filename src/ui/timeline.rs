@@ -270,7 +270,7 @@ fn paint_card(
         painter.text(
             pos2(rect.min.x + 26.0, y),
             Align2::LEFT_TOP,
-            frame.short_action(18),
+            frame.short_action(14),
             FontId::proportional(12.0),
             text_colour,
         );

@@ -232,14 +232,28 @@ pub fn match_marks(
     identity_rect: Rect,
     radius: f32,
 ) -> Vec<Mark> {
-    let (rows, cols) = data.frame_grid;
+    let cols = data.frame_grid.1.max(1);
+    // Colours span the shown points' bounding box, so a small character still gets the
+    // whole range of hues.
+    let (mut c0, mut c1, mut r0, mut r1) = (usize::MAX, 0, usize::MAX, 0);
+    for m in matches {
+        let (r, c) = (m.frame_token / cols, m.frame_token % cols);
+        (c0, c1, r0, r1) = (c0.min(c), c1.max(c), r0.min(r), r1.max(r));
+    }
+    let norm = |v: usize, lo: usize, hi: usize| {
+        if hi > lo {
+            (v - lo) as f32 / (hi - lo) as f32
+        } else {
+            0.5
+        }
+    };
     let mut lines = Vec::with_capacity(matches.len());
     let mut points = Vec::with_capacity(matches.len() * 2);
     for m in matches {
         let a = token_centre(data.frame_grid, m.frame_token, frame_rect);
         let b = token_centre(data.identity_grid, m.identity_token, identity_rect);
-        let x = (m.frame_token % cols.max(1)) as f32 / (cols.max(2) - 1) as f32;
-        let y = (m.frame_token / cols.max(1)) as f32 / (rows.max(2) - 1) as f32;
+        let x = norm(m.frame_token % cols, c0, c1);
+        let y = norm(m.frame_token / cols, r0, r1);
         let colour = blend::position_colour(x, y);
         lines.push(Mark {
             a,
@@ -339,9 +353,15 @@ mod tests {
         assert_eq!(marks[0].a, pos2(15.0, 5.0));
         assert_eq!(marks[0].b, pos2(105.0, 15.0));
         assert_eq!(marks[2].a, marks[2].b);
-        // Frame token 1 is top-right: x = 1, y = 0.
-        let expected = blend::position_colour(1.0, 0.0);
+        // A single point sits mid-range.
+        let expected = blend::position_colour(0.5, 0.5);
         assert_eq!(&marks[2].colour[..3], &expected[..]);
+        // Two points take the ends of the range.
+        let two = [data.matches[0], m(2, 0, 0.9)];
+        let marks = match_marks(&data, &two, f, i, 4.0);
+        // Token 1 is (row 0, col 1), token 2 is (row 1, col 0).
+        assert_eq!(&marks[3].colour[..3], &blend::position_colour(1.0, 0.0)[..]);
+        assert_eq!(&marks[7].colour[..3], &blend::position_colour(0.0, 1.0)[..]);
     }
 
     #[test]
