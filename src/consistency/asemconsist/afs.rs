@@ -63,7 +63,27 @@ pub struct AfsSettings {
     /// Blocks whose residual features are shared (paper's global numbering).
     pub share_blocks: Vec<usize>,
     pub share_steps: StepWindow,
+    /// Noise seeds of the probe samples (not published).
+    #[serde(default)]
+    pub probe_seeds: ProbeSeeds,
 }
+
+/// Which seeds the samples `{p_id + p_i}` of the ambiguity probe start from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum ProbeSeeds {
+    /// Sample i uses frame i's seed: the probe sees the start of the plain generation of the
+    /// very frames that will be rendered, so the radius measures how much their appearance
+    /// would actually spread.
+    #[default]
+    FrameSeeds,
+    /// Every sample uses the identity seed: the radius measures the spread caused by the
+    /// frame prompts alone.
+    IdentitySeed,
+}
+
+pub const PROBE_SEEDS_HELP: &str = "Seeds of the ambiguity probe's samples (not published). \
+Default: each frame's own seed, so the probe measures the spread of the frames that will be \
+rendered. The threshold must be calibrated with the same choice.";
 
 /// Paper, appendix C: the threshold calibrated on FLUX.1-dev.
 pub const PAPER_THRESHOLD: f32 = 0.1285;
@@ -78,6 +98,7 @@ impl Default for AfsSettings {
             probe_step: PAPER_PROBE_STEP,
             share_blocks: PAPER_AFS_BLOCKS.to_vec(),
             share_steps: PAPER_AFS_STEPS,
+            probe_seeds: ProbeSeeds::default(),
         }
     }
 }
@@ -90,6 +111,7 @@ impl AfsSettings {
             ("normalisation", RADIUS_NORMALISATION_HELP),
             ("probe", PROBE_HELP),
             ("share", SHARE_WINDOW_HELP),
+            ("probe_seeds", PROBE_SEEDS_HELP),
         ]
     }
 }

@@ -8,7 +8,8 @@
 //! - [`schedule`]: the paper's block and step windows and how they scale to other models;
 //! - [`pipeline`]: the per-frame work on a combined prompt and on the text projections;
 //! - [`settings`]: every setting with the paper's values, and the ablation presets.
-//! - [`control`]: all of it plugged into the DiT hook points as a `Control`.
+//! - [`control`]: all of it plugged into the DiT hook points as a `Control`;
+//! - [`story`]: the combined prompt and the passes of a story through the pipeline.
 //!
 //! Every choice the paper leaves open is a named setting whose doc comment and `*_HELP`
 //! tooltip text say the value chosen and why.
@@ -21,17 +22,23 @@ pub mod pipeline;
 pub mod schedule;
 pub mod settings;
 pub mod stm;
+pub mod story;
 
 pub use afs::{
-    AfsDecision, AfsMode, AfsSettings, RadiusNormalisation, calibrate_threshold, decide, radius,
+    AfsDecision, AfsMode, AfsSettings, ProbeSeeds, RadiusNormalisation, calibrate_threshold,
+    decide, radius,
 };
 pub use control::{AsemControl, SampleRole};
 pub use linalg::{mat_to_tensor, tensor_to_mat};
 pub use pad::{PadSettings, PadSuppression, project_padding};
 pub use pipeline::{SegmentSpans, express_projection, modify_text_embeddings, modify_text_tensor};
 pub use schedule::{FLUX1_DEPTH, ModelDepth, StepIndexing, StepWindow, scale_blocks};
-pub use settings::{AsemPreset, AsemSettings};
+pub use settings::{AsemPreset, AsemSettings, PromptLayout, SeparatorTokens};
 pub use stm::{ScaleParams, Selection, StmSettings, selective_expression, selective_suppression};
+pub use story::{
+    AsemFrames, AsemPrompt, CombinedPromptError, asem_spans, combined_segments, encode_combined,
+    encode_combined_with, frame_roles, prepare, render_frames,
+};
 
 /// Errors of the ASemConsist math.
 #[derive(Debug, thiserror::Error)]
