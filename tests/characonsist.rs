@@ -31,10 +31,10 @@ fn sample(
     seed: u64,
 ) -> StorySample {
     let c = enc.encode(&[bg, character, action]).unwrap();
-    let spans = PromptSpans {
-        background: c.segment_spans[0].clone(),
-        foreground: c.segment_spans[1].start..c.segment_spans[2].end,
-    };
+    let spans = PromptSpans::new(
+        c.segment_spans[0].clone(),
+        c.segment_spans[1].start..c.segment_spans[2].end,
+    );
     StorySample {
         spec: SampleSpec {
             conditioning: c,

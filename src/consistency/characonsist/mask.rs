@@ -18,28 +18,107 @@ use super::morphology;
 use super::settings::{CharaConsistSettings, MaskVariant};
 
 /// Where the background and the foreground description sit among the text tokens.
+///
+/// Each part is a list of token ranges, so a part need not be contiguous: with one combined
+/// prompt `[identity, bg_1, act_1, bg_2, act_2, …]` frame `i`'s background is `bg_i` and its
+/// foreground is `identity ∪ act_i`. `real_text` is the columns the softmax of eq. (6) runs
+/// over (every real token, EOS and padding excluded); both parts lie inside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PromptSpans {
-    /// `[0, bg_len)`.
-    pub background: Range<usize>,
-    /// `[bg_len, real_len)`: character and action.
-    pub foreground: Range<usize>,
+    background: Vec<Range<usize>>,
+    foreground: Vec<Range<usize>>,
+    real_text: Range<usize>,
 }
 
 impl PromptSpans {
+    /// One contiguous background span and one contiguous foreground span (character and
+    /// action); the real text runs from the first start to the last end.
     pub fn new(background: Range<usize>, foreground: Range<usize>) -> Self {
+        let real_text = background.start.min(foreground.start)..background.end.max(foreground.end);
         Self {
-            background,
-            foreground,
+            background: vec![background],
+            foreground: vec![foreground],
+            real_text,
         }
     }
 
-    /// The columns the softmax of eq. (6) runs over: from the start of the background to
-    /// the end of the foreground.
-    pub fn real_text(&self) -> Range<usize> {
-        self.background.start.min(self.foreground.start)
-            ..self.background.end.max(self.foreground.end)
+    /// Parts made of several ranges, and the softmax columns given explicitly. Ranges are
+    /// clipped to `real_text` (columns outside it take no probability, so they cannot count
+    /// in a part's mean); overlapping or adjacent ranges of a part are merged (a token counts
+    /// once) and empty ones dropped.
+    pub fn from_parts(
+        background: Vec<Range<usize>>,
+        foreground: Vec<Range<usize>>,
+        real_text: Range<usize>,
+    ) -> Self {
+        let clip = |v: Vec<Range<usize>>| -> Vec<Range<usize>> {
+            v.into_iter()
+                .map(|r| r.start.max(real_text.start)..r.end.min(real_text.end))
+                .collect()
+        };
+        Self {
+            background: normalized(clip(background)),
+            foreground: normalized(clip(foreground)),
+            real_text: real_text.clone(),
+        }
     }
+
+    /// The background part's token ranges.
+    pub fn background(&self) -> &[Range<usize>] {
+        &self.background
+    }
+
+    /// The foreground part's token ranges (character and action).
+    pub fn foreground(&self) -> &[Range<usize>] {
+        &self.foreground
+    }
+
+    /// The columns the softmax of eq. (6) runs over.
+    pub fn real_text(&self) -> Range<usize> {
+        self.real_text.clone()
+    }
+
+    /// Whether the prompt has no foreground words.
+    pub fn has_foreground(&self) -> bool {
+        self.foreground.iter().any(|r| !r.is_empty())
+    }
+
+    /// Largest token index + 1 used by either part.
+    fn parts_end(&self) -> usize {
+        self.background
+            .iter()
+            .chain(&self.foreground)
+            .map(|r| r.end)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The same spans with every index moved down by `offset` (columns of a probability
+    /// matrix that starts at text token `offset`).
+    fn shifted_down(&self, offset: usize) -> Self {
+        let shift = |v: &[Range<usize>]| -> Vec<Range<usize>> {
+            v.iter().map(|r| r.start - offset..r.end - offset).collect()
+        };
+        Self {
+            background: shift(&self.background),
+            foreground: shift(&self.foreground),
+            real_text: self.real_text.start - offset..self.real_text.end - offset,
+        }
+    }
+}
+
+/// Sorted, non-empty, non-overlapping ranges covering the same tokens.
+fn normalized(mut ranges: Vec<Range<usize>>) -> Vec<Range<usize>> {
+    ranges.retain(|r| !r.is_empty());
+    ranges.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<usize>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
 }
 
 /// A foreground mask on the image token grid (row-major, `rows x cols`).
@@ -171,6 +250,32 @@ pub fn image_to_text_probs(
     Ok(candle_nn::ops::softmax(&logits, D::Minus1)?)
 }
 
+/// Per image token, the mean of `summed` `[n_img, n_cols]` over the columns of a part
+/// (eqs. 7-8); 0 for an empty part. A single range is averaged directly so the contiguous
+/// case computes exactly what it always did.
+fn part_mean(summed: &Tensor, part: &[Range<usize>]) -> Result<Vec<f32>, CharaConsistError> {
+    let n_img = summed.dim(0)?;
+    let part: Vec<&Range<usize>> = part.iter().filter(|r| !r.is_empty()).collect();
+    let mean = match part.as_slice() {
+        [] => return Ok(vec![0.0; n_img]),
+        [one] => summed.narrow(1, one.start, one.len())?.mean(1)?,
+        many => {
+            let columns: Vec<u32> = many
+                .iter()
+                .flat_map(|r| (*r).clone())
+                .map(|c| c as u32)
+                .collect();
+            let index = Tensor::from_vec(
+                columns,
+                many.iter().map(|r| r.len()).sum::<usize>(),
+                summed.device(),
+            )?;
+            summed.index_select(&index, 1)?.mean(1)?
+        }
+    };
+    Ok(mean.to_vec1::<f32>()?)
+}
+
 /// Background and foreground attention of every image token, accumulated over blocks
 /// (eqs. 7-8).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -197,10 +302,10 @@ impl MaskAccumulator {
         spans: &PromptSpans,
     ) -> Result<(), CharaConsistError> {
         let (_, n_img, n_cols) = probs.dims3()?;
-        if spans.background.end > n_cols || spans.foreground.end > n_cols {
+        if spans.parts_end() > n_cols {
             return Err(CharaConsistError::Shape {
                 what: "attention probabilities",
-                expected: format!("at least {} text columns", spans.real_text().end),
+                expected: format!("at least {} text columns", spans.parts_end()),
                 got: format!("{n_cols}"),
             });
         }
@@ -212,15 +317,8 @@ impl MaskAccumulator {
             });
         }
         let summed = probs.to_dtype(DType::F32)?.sum(0)?; // [n_img, n_cols]
-        let span_mean = |span: &Range<usize>| -> Result<Vec<f32>, CharaConsistError> {
-            if span.is_empty() {
-                return Ok(vec![0.0; n_img]);
-            }
-            let mean = summed.narrow(1, span.start, span.len())?.mean(1)?;
-            Ok(mean.to_vec1::<f32>()?)
-        };
-        let bg = span_mean(&spans.background)?;
-        let fg = span_mean(&spans.foreground)?;
+        let bg = part_mean(&summed, spans.background())?;
+        let fg = part_mean(&summed, spans.foreground())?;
         if self.layers == 0 {
             self.bg = bg;
             self.fg = fg;
@@ -241,12 +339,7 @@ impl MaskAccumulator {
         variant: MaskVariant,
     ) -> Result<(), CharaConsistError> {
         let probs = image_to_text_probs(q_img, k_txt, spans, variant)?;
-        let offset = spans.real_text().start;
-        let shifted = PromptSpans::new(
-            spans.background.start - offset..spans.background.end - offset,
-            spans.foreground.start - offset..spans.foreground.end - offset,
-        );
-        self.add_probs(&probs, &shifted)
+        self.add_probs(&probs, &spans.shifted_down(spans.real_text().start))
     }
 
     /// Per-token averaged attention to the background and the foreground text (eqs. 7-8).
@@ -270,7 +363,7 @@ impl MaskAccumulator {
         if self.layers == 0 {
             return Err(CharaConsistError::NoLayers);
         }
-        if spans.foreground.is_empty() {
+        if !spans.has_foreground() {
             return TokenMask::new(rows, cols, vec![false; self.bg.len()]);
         }
         let (bg, fg) = self.scores();
@@ -437,6 +530,85 @@ mod tests {
         let mut from_p = MaskAccumulator::new();
         from_p.add_probs(&probs, &s).unwrap();
         assert_eq!(from_qk, from_p);
+    }
+
+    #[test]
+    fn contiguous_parts_are_the_simple_constructor() {
+        assert_eq!(
+            PromptSpans::from_parts(vec![0..2], vec![2..4], 0..4),
+            PromptSpans::new(0..2, 2..4)
+        );
+        // Overlapping and adjacent ranges merge, empty ones vanish.
+        let s = PromptSpans::from_parts(vec![3..4, 0..1, 1..2, 5..5], vec![6..8, 7..9], 0..9);
+        assert_eq!(s.background(), &[0..2, 3..4]);
+        assert_eq!(s.foreground(), &[6..9]);
+        assert_eq!(s.real_text(), 0..9);
+        // Parts are clipped to the softmax columns: EOS at 4 is not foreground.
+        let s = PromptSpans::from_parts(vec![0..2], vec![2..5, 6..7], 0..4);
+        assert_eq!(s.foreground(), &[2..4]);
+    }
+
+    #[test]
+    fn non_contiguous_parts_of_a_combined_prompt() {
+        // Combined prompt [identity 0..2, bg_1 2..3, act_1 3..4, bg_2 4..6, act_2 6..7],
+        // EOS 7, padding 8..10. Frame 2: background bg_2, foreground identity ∪ act_2.
+        let frame2 = PromptSpans::from_parts(vec![4..6], vec![0..2, 6..7], 0..7);
+        let probs = Tensor::from_vec(
+            vec![0.1f32, 0.2, 0.05, 0.05, 0.3, 0.1, 0.2],
+            (1, 1, 7),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let mut acc = MaskAccumulator::new();
+        acc.add_probs(&probs, &frame2).unwrap();
+        // bg = (0.3 + 0.1)/2 = 0.2; fg = (0.1 + 0.2 + 0.2)/3 = 0.1666667: background.
+        let (bg, fg) = acc.scores();
+        assert!((bg[0] - 0.2).abs() < 1e-6, "{}", bg[0]);
+        assert!((fg[0] - 0.166_666_67).abs() < 1e-6, "{}", fg[0]);
+        let mask = acc
+            .raw_mask(1, 1, &frame2, MaskVariant::ReleasedCode)
+            .unwrap();
+        assert_eq!(mask.fg, vec![false]);
+        // Frame 1 on the same probabilities: bg = 0.05; fg = (0.1 + 0.2 + 0.05)/3 = 0.1166667.
+        let frame1 = PromptSpans::from_parts(vec![2..3], vec![0..2, 3..4], 0..7);
+        let mut acc = MaskAccumulator::new();
+        acc.add_probs(&probs, &frame1).unwrap();
+        let (bg, fg) = acc.scores();
+        assert!((bg[0] - 0.05).abs() < 1e-6 && (fg[0] - 0.116_666_67).abs() < 1e-6);
+    }
+
+    #[test]
+    fn explicit_real_text_sets_the_softmax_columns() {
+        // d = 1, query 1; text keys [BOS 50 | 0, 0, ln 2, ln 4 | EOS 50]. Real text 1..5:
+        // exp = 1, 1, 2, 4 over 8 -> [1/8, 1/8, 1/4, 1/2]; BOS and EOS take nothing.
+        // Background = token 3 -> 1/4; foreground = tokens 1 and 4 -> (1/8 + 1/2)/2 = 0.3125.
+        let q = Tensor::from_vec(vec![1.0f32], (1, 1, 1), &Device::Cpu).unwrap();
+        let k = Tensor::from_vec(
+            vec![
+                50.0f32,
+                0.0,
+                0.0,
+                std::f32::consts::LN_2,
+                2.0 * std::f32::consts::LN_2,
+                50.0,
+            ],
+            (1, 6, 1),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let s = PromptSpans::from_parts(vec![3..4], vec![1..2, 4..5], 1..5);
+        let p = image_to_text_probs(&q, &k, &s, MaskVariant::ReleasedCode).unwrap();
+        let p = p.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let expect = [0.125f32, 0.125, 0.25, 0.5];
+        assert!(
+            p.iter().zip(expect).all(|(a, b)| (a - b).abs() < 1e-6),
+            "{p:?}"
+        );
+        let mut acc = MaskAccumulator::new();
+        acc.add_queries_keys(&q, &k, &s, MaskVariant::ReleasedCode)
+            .unwrap();
+        let (bg, fg) = acc.scores();
+        assert!((bg[0] - 0.25).abs() < 1e-6 && (fg[0] - 0.3125).abs() < 1e-6);
     }
 
     #[test]
