@@ -5,10 +5,10 @@ use std::sync::atomic::AtomicBool;
 
 use candle_core::{D, DType, Device, Tensor};
 use storyloom::consistency::characonsist::story::{
-    BankStrategy, StoryParams, StorySample, render_story,
+    BankStrategy, StoryOutput, StoryParams, StorySample, render_frame_stored, render_story,
 };
 use storyloom::consistency::characonsist::{
-    CharaConsistSettings, ExtraKeyPlan, PromptSpans, TokenMask, additive_mask,
+    BackgroundMode, CharaConsistSettings, ExtraKeyPlan, PromptSpans, TokenMask, additive_mask,
 };
 use storyloom::engine::tiny::{HashedWordEncoder, TINY_TEXT_LEN, tiny_config, tiny_pipeline};
 use storyloom::model::dit::attention::{ExtraKv, sdpa};
@@ -35,13 +35,13 @@ fn sample(
         c.segment_spans[0].clone(),
         c.segment_spans[1].start..c.segment_spans[2].end,
     );
-    StorySample {
-        spec: SampleSpec {
+    StorySample::new(
+        SampleSpec {
             conditioning: c,
             seed,
         },
         spans,
-    }
+    )
 }
 
 fn setup() -> (Pipeline, HashedWordEncoder) {
@@ -434,4 +434,255 @@ fn mask_semantics_of_the_extra_keys() {
             &without.narrow(2, 2, 2).unwrap()
         ) > 1e-3
     );
+}
+
+fn in_scene(s: StorySample, scene: u32) -> StorySample {
+    StorySample { scene, ..s }
+}
+
+fn render(
+    p: &Pipeline,
+    id: &StorySample,
+    frames: &[StorySample],
+    w: &CharaConsistSettings,
+    strategy: BankStrategy,
+) -> StoryOutput {
+    render_story(
+        p,
+        id,
+        frames,
+        &PARAMS,
+        w,
+        strategy,
+        &AtomicBool::new(false),
+        &mut NoControl,
+        |_, _| Ok(()),
+    )
+    .unwrap()
+}
+
+/// Identity and four frames: scene 1 = frames 0 (source) and 1, scene 2 = frames 2
+/// (source) and 3.
+fn two_scenes(
+    enc: &mut HashedWordEncoder,
+    scene1_seed: u64,
+    scene2_place: &str,
+) -> (StorySample, Vec<StorySample>) {
+    let c = "a round blue creature";
+    let id = sample(enc, "on a beach", c, "standing", 31);
+    let frames = vec![
+        in_scene(sample(enc, "in a forest", c, "jumping", scene1_seed), 1),
+        in_scene(sample(enc, "in a forest", c, "sitting", 33), 1),
+        in_scene(sample(enc, scene2_place, c, "waving", 34), 2),
+        in_scene(sample(enc, "in a city street", c, "running", 35), 2),
+    ];
+    (id, frames)
+}
+
+#[test]
+fn mixed_scenes_read_the_background_of_their_own_scene_source() {
+    let (p, mut enc) = setup();
+    let mixed = CharaConsistSettings {
+        background: BackgroundMode::MixedScenes,
+        clean_mask: false,
+        ..settings()
+    };
+    let switch = CharaConsistSettings {
+        background: BackgroundMode::Switch,
+        ..mixed.clone()
+    };
+    let (id, frames) = two_scenes(&mut enc, 32, "in a city street");
+    let m = render(&p, &id, &frames, &mixed, BankStrategy::CoBatched);
+    let s = render(&p, &id, &frames, &switch, BankStrategy::CoBatched);
+    // A scene's first frame keeps its own background: exactly its switch-mode image.
+    for i in [0, 2] {
+        let d = max_diff(&m.frames[i], &s.frames[i]);
+        assert!(
+            d <= 1e-6,
+            "scene source {i} differs from switch mode by {d}"
+        );
+    }
+    // The later frames borrow background keys: a measurable change.
+    for i in [1, 3] {
+        let d = max_diff(&m.frames[i], &s.frames[i]);
+        assert!(
+            d > 1e-3,
+            "frame {i} is unchanged by its scene's background ({d})"
+        );
+    }
+    // Another first frame of scene 1 changes frame 1 but not frame 3 (scene 2), so frame 3
+    // reads nothing from scene 1.
+    let (id_b, frames_b) = two_scenes(&mut enc, 77, "in a city street");
+    let m_b = render(&p, &id_b, &frames_b, &mixed, BankStrategy::CoBatched);
+    assert!(max_diff(&m.frames[1], &m_b.frames[1]) > 1e-3);
+    assert_eq!(max_diff(&m.frames[3], &m_b.frames[3]), 0.0);
+    // Another first frame of scene 2 changes frame 3.
+    let (id_c, frames_c) = two_scenes(&mut enc, 32, "in a snowy mountain pass");
+    let m_c = render(&p, &id_c, &frames_c, &mixed, BankStrategy::CoBatched);
+    assert!(max_diff(&m.frames[3], &m_c.frames[3]) > 1e-3);
+    assert_eq!(max_diff(&m.frames[1], &m_c.frames[1]), 0.0);
+    // The stored bank gives the same images, and records both scene sources.
+    let st = render(
+        &p,
+        &id,
+        &frames,
+        &mixed,
+        BankStrategy::Stored { dtype: DType::F32 },
+    );
+    for i in 0..frames.len() {
+        let d = max_diff(&m.frames[i], &st.frames[i]);
+        assert!(d <= 1e-5, "frame {i}: co-batched vs stored differ by {d}");
+    }
+    assert_eq!(
+        st.scene_sources.keys().copied().collect::<Vec<_>>(),
+        vec![0, 2]
+    );
+    assert!(st.scene_sources.values().all(|s| s.bank.bytes() > 0));
+}
+
+#[test]
+fn a_frame_of_another_size_renders_on_the_stored_bank() {
+    let (p, mut enc) = setup();
+    let c = "a round blue creature";
+    let id = sample(&mut enc, "on a beach", c, "standing", 3);
+    let frames = vec![sample(&mut enc, "in a forest", c, "waving", 3)];
+    let w = CharaConsistSettings {
+        clean_mask: false,
+        ..settings()
+    };
+    // The identity at 64x64 (16 x 16 tokens), recorded once.
+    let story = render(
+        &p,
+        &id,
+        &frames,
+        &w,
+        BankStrategy::Stored { dtype: DType::F32 },
+    );
+    let stored = story.stored.unwrap();
+    // The frame at 64x48 pixels: 12 rows x 16 columns of tokens.
+    let wide = StoryParams {
+        height: 48,
+        ..PARAMS
+    };
+    let spans = vec![id.spans.clone(), frames[0].spans.clone()];
+    let out = render_frame_stored(
+        &p,
+        &stored,
+        &frames[0],
+        0,
+        &wide,
+        &w,
+        &spans,
+        &AtomicBool::new(false),
+        &mut NoControl,
+        &mut |_, _| Ok(()),
+    )
+    .unwrap();
+    let a = &out.analysis;
+    assert_eq!((a.frame_mask.rows, a.frame_mask.cols), (12, 16));
+    assert_eq!((a.identity_mask.rows, a.identity_mask.cols), (16, 16));
+    assert_eq!(out.tokens.dims()[1], 12 * 16);
+    assert!(!a.matches.is_empty(), "no matches to check");
+    for m in &a.matches {
+        assert!(a.frame_mask.is_fg(m.frame_token as usize));
+        assert!(a.identity_mask.is_fg(m.identity_token as usize));
+    }
+    // The method acts on it: the frame differs from its vanilla sample at that size.
+    let req = BatchRequest {
+        samples: vec![frames[0].spec.clone()],
+        width: wide.width,
+        height: wide.height,
+        steps: PARAMS.steps,
+        guidance: PARAMS.guidance,
+        batch_index: vec![0],
+        stop_after: None,
+    };
+    let plain = p
+        .sample_batch(&req, &mut NoControl, &AtomicBool::new(false), |_| Ok(()))
+        .unwrap();
+    assert!(max_diff(&plain, &out.tokens) > 1e-3);
+}
+
+#[test]
+fn a_frame_without_foreground_words_is_vanilla_in_switch_mode() {
+    let (p, mut enc) = setup();
+    let id = sample(
+        &mut enc,
+        "on a beach",
+        "a round blue creature",
+        "standing",
+        5,
+    );
+    let mut frame = sample(&mut enc, "in a quiet empty forest", "", "", 5);
+    let n = frame.spec.conditioning.segment_spans[0].end;
+    frame.spans = PromptSpans::new(0..n, n..n);
+    let w = CharaConsistSettings {
+        background: BackgroundMode::Switch,
+        ..settings()
+    };
+    let frames = vec![frame];
+    for strategy in [
+        BankStrategy::CoBatched,
+        BankStrategy::Stored { dtype: DType::F32 },
+    ] {
+        let out = render(&p, &id, &frames, &w, strategy);
+        assert_eq!(out.analyses[0].frame_mask.count(), 0);
+        assert!(out.analyses[0].matches.is_empty());
+        let d = max_diff(&out.frames[0], &vanilla(&p, &frames[0]));
+        assert!(d <= 1e-6, "{strategy:?}: differs from vanilla by {d}");
+    }
+}
+
+#[test]
+fn switch_mode_leaves_background_tokens_untouched_where_sharing_starts() {
+    // Everything before step 1's first single block is vanilla; there the foreground tokens
+    // borrow identity keys and merge, the background tokens must come out exactly as without
+    // the method.
+    let (p, mut enc) = setup();
+    let c = "a round blue creature";
+    let id = sample(&mut enc, "on a beach", c, "standing", 21);
+    let frames = vec![sample(&mut enc, "in a forest", c, "jumping", 22)];
+    let on = CharaConsistSettings {
+        background: BackgroundMode::Switch,
+        clean_mask: false,
+        ..settings()
+    };
+    let off = CharaConsistSettings {
+        point_tracking: false,
+        token_merge: false,
+        ..on.clone()
+    };
+    let outputs = |w: &CharaConsistSettings| {
+        let mut rec = AttentionOutputs::default();
+        let out = render_story(
+            &p,
+            &id,
+            &frames,
+            &PARAMS,
+            w,
+            BankStrategy::CoBatched,
+            &AtomicBool::new(false),
+            &mut rec,
+            |_, _| Ok(()),
+        )
+        .unwrap();
+        (
+            rec.per[&(1, 0)].get(1).unwrap(),
+            out.pre_run_analyses[0].clone(),
+        )
+    };
+    let ((x_on, analysis), (x_off, _)) = (outputs(&on), outputs(&off));
+    let mask = &analysis.frame_mask;
+    assert!(mask.count() > 0 && mask.count() < mask.len());
+    let (mut bg_max, mut fg_max) = (0.0f32, 0.0f32);
+    for t in 0..mask.len() {
+        let d = max_diff(&x_on.get(t).unwrap(), &x_off.get(t).unwrap());
+        if mask.is_fg(t) {
+            fg_max = fg_max.max(d);
+        } else {
+            bg_max = bg_max.max(d);
+        }
+    }
+    assert_eq!(bg_max, 0.0, "a background token changed");
+    assert!(fg_max > 1e-3, "the foreground did not change ({fg_max})");
 }

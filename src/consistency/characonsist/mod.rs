@@ -4,6 +4,7 @@
 //! `merge` and `plan`; the control on the DiT hook points uses it.
 
 pub mod bank;
+pub mod budget;
 pub mod control;
 pub mod mask;
 pub mod matching;
@@ -16,6 +17,8 @@ pub mod story;
 
 use serde::{Deserialize, Serialize};
 
+pub use budget::{StoredBankBytes, StoryShape, estimate_co_batched_extra, estimate_stored_bank};
+pub use control::StoredIdentity;
 pub use mask::{MaskAccumulator, PromptSpans, TokenMask};
 pub use matching::{Match, SimilarityAccumulator, match_points};
 pub use merge::{gather_along, gather_rows, token_merge};
