@@ -8,7 +8,8 @@ use storyloom::consistency::characonsist::story::{
     BankStrategy, StoryOutput, StoryParams, StorySample, render_frame_stored, render_story,
 };
 use storyloom::consistency::characonsist::{
-    BackgroundMode, CharaConsistSettings, ExtraKeyPlan, PromptSpans, TokenMask, additive_mask,
+    BackgroundMode, BankFingerprint, CharaConsistSettings, ExtraKeyPlan, PromptSpans,
+    StoredIdentity, TokenMask, additive_mask,
 };
 use storyloom::engine::tiny::{HashedWordEncoder, TINY_TEXT_LEN, tiny_config, tiny_pipeline};
 use storyloom::model::dit::attention::{ExtraKv, sdpa};
@@ -538,6 +539,76 @@ fn mixed_scenes_read_the_background_of_their_own_scene_source() {
         vec![0, 2]
     );
     assert!(st.scene_sources.values().all(|s| s.bank.bytes() > 0));
+}
+
+#[test]
+fn a_stored_bank_loaded_from_a_file_renders_the_same_frame() {
+    let (p, mut enc) = setup();
+    let c = "a round blue creature";
+    let id = sample(&mut enc, "on a beach", c, "standing", 3);
+    let frames = vec![
+        sample(&mut enc, "in a city street", c, "waving", 4),
+        sample(&mut enc, "on a beach", c, "sitting", 5),
+    ];
+    let w = settings();
+    let co = render(&p, &id, &frames, &w, BankStrategy::CoBatched);
+    let st = render(
+        &p,
+        &id,
+        &frames,
+        &w,
+        BankStrategy::Stored { dtype: DType::F32 },
+    );
+    let stored = st.stored.unwrap();
+    let fingerprint = |seed: u64| {
+        BankFingerprint::identity(
+            "tiny-11",
+            &w,
+            &SampleSpec {
+                seed,
+                ..id.spec.clone()
+            },
+            PARAMS.width,
+            PARAMS.height,
+            PARAMS.steps,
+            PARAMS.guidance,
+        )
+        .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("identity.bank");
+    stored.save(&path, &fingerprint(3), None).unwrap();
+    let (loaded, _) = StoredIdentity::load(&path, &fingerprint(3), &Device::Cpu).unwrap();
+    assert_eq!(loaded.bank.bytes(), stored.bank.bytes());
+    let spans: Vec<PromptSpans> = std::iter::once(&id)
+        .chain(&frames)
+        .map(|s| s.spans.clone())
+        .collect();
+    let frame = |bank: &StoredIdentity| {
+        render_frame_stored(
+            &p,
+            bank,
+            &frames[1],
+            1,
+            &PARAMS,
+            &w,
+            &spans,
+            &AtomicBool::new(false),
+            &mut NoControl,
+            &mut |_, _| Ok(()),
+        )
+        .unwrap()
+        .tokens
+    };
+    let (from_file, from_memory) = (frame(&loaded), frame(&stored));
+    assert_eq!(max_diff(&from_file, &from_memory), 0.0);
+    let d = max_diff(&from_file, &co.frames[1]);
+    assert!(d <= 1e-5, "file bank vs co-batched story: {d}");
+    // A bank recorded for another seed is refused, naming the difference.
+    let err = StoredIdentity::load(&path, &fingerprint(4), &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("seed"), "{err}");
 }
 
 #[test]

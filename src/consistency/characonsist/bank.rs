@@ -108,16 +108,53 @@ impl IdentityBank {
             .sum()
     }
 
-    /// Writes the bank to a safetensors file (atomically: temp file, then rename).
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let mut map = std::collections::HashMap::new();
+    /// Every tensor with its name `"{step}.{block}.{k|v|attn}"`, in (step, block) order.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
         for ((step, block), e) in &self.entries {
             for (name, t) in [("k", &e.k), ("v", &e.v), ("attn", &e.attn)] {
                 if let Some(t) = t {
-                    map.insert(format!("{step}.{block}.{name}"), t.clone());
+                    out.push((format!("{step}.{block}.{name}"), t.clone()));
                 }
             }
         }
+        out
+    }
+
+    /// The bank from tensors named as [`Self::named_tensors`] names them, stored in
+    /// `storage` (tensors of another dtype are converted).
+    pub fn from_named_tensors(
+        storage: DType,
+        tensors: impl IntoIterator<Item = (String, Tensor)>,
+    ) -> Result<Self> {
+        let mut bank = Self::new(storage);
+        for (name, t) in tensors {
+            let mut parts = name.splitn(3, '.');
+            let (Some(step), Some(block), Some(kind)) = (parts.next(), parts.next(), parts.next())
+            else {
+                candle_core::bail!("identity bank: unexpected tensor `{name}`");
+            };
+            let key = (
+                step.parse().map_err(candle_core::Error::wrap)?,
+                block.parse().map_err(candle_core::Error::wrap)?,
+            );
+            let t = t.to_dtype(storage)?;
+            let e = bank.entries.entry(key).or_default();
+            match kind {
+                "k" => e.k = Some(t),
+                "v" => e.v = Some(t),
+                "attn" => e.attn = Some(t),
+                _ => candle_core::bail!("identity bank: unexpected tensor `{name}`"),
+            }
+        }
+        Ok(bank)
+    }
+
+    /// Writes the bank's tensors to a safetensors file (temp file, then rename). A stored
+    /// identity with its masks and fingerprint is written by `StoredIdentity::save`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let map: std::collections::HashMap<String, Tensor> =
+            self.named_tensors().into_iter().collect();
         let tmp = path.with_extension("tmp");
         candle_core::safetensors::save(&map, &tmp)?;
         std::fs::rename(&tmp, path).map_err(candle_core::Error::wrap)
@@ -125,33 +162,9 @@ impl IdentityBank {
 
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let map = candle_core::safetensors::load(path, device)?;
-        let mut bank = Self::new(DType::F32);
-        for (name, t) in map {
-            let mut parts = name.splitn(3, '.');
-            let (Some(step), Some(block), Some(kind)) = (parts.next(), parts.next(), parts.next())
-            else {
-                candle_core::bail!(
-                    "identity bank {}: unexpected tensor `{name}`",
-                    path.display()
-                );
-            };
-            let key = (
-                step.parse().map_err(candle_core::Error::wrap)?,
-                block.parse().map_err(candle_core::Error::wrap)?,
-            );
-            bank.storage = t.dtype();
-            let e = bank.entries.entry(key).or_default();
-            match kind {
-                "k" => e.k = Some(t),
-                "v" => e.v = Some(t),
-                "attn" => e.attn = Some(t),
-                _ => candle_core::bail!(
-                    "identity bank {}: unexpected tensor `{name}`",
-                    path.display()
-                ),
-            }
-        }
-        Ok(bank)
+        let storage = map.values().next().map_or(DType::F32, |t| t.dtype());
+        Self::from_named_tensors(storage, map)
+            .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", path.display())))
     }
 }
 

@@ -4,6 +4,7 @@
 //! `merge` and `plan`; the control on the DiT hook points uses it.
 
 pub mod bank;
+pub mod bank_file;
 pub mod budget;
 pub mod control;
 pub mod mask;
@@ -17,6 +18,7 @@ pub mod story;
 
 use serde::{Deserialize, Serialize};
 
+pub use bank_file::{BankFileError, BankFingerprint};
 pub use budget::{StoredBankBytes, StoryShape, estimate_co_batched_extra, estimate_stored_bank};
 pub use control::StoredIdentity;
 pub use mask::{MaskAccumulator, PromptSpans, TokenMask};
