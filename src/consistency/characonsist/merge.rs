@@ -183,4 +183,74 @@ mod tests {
             vec![-0.0, 4.0]
         );
     }
+
+    #[test]
+    fn merge_follows_the_alpha_schedule_step_by_step() {
+        use crate::consistency::characonsist::schedule::alpha_at;
+        use crate::consistency::characonsist::settings::CharaConsistSettings;
+        // The 3-token frame above; token 0 <- identity 1 (S = 0.5), token 2 <- identity 0
+        // (S = 1), token 1 unmatched. With a = alpha_at(step):
+        //   token 0: w = a/2 -> (1 - w)·(1, 2) + w·(0, -2) = (1 - w, 2 - 4w)
+        //   token 2: w = a   -> (1 - a)·(10, 20) + a·(100, 200) = (10 + 90a, 20 + 180a)
+        // step 1 and 11: a = 0.8 -> (0.6, 0.4) and (82, 164)
+        // step 12: a = 0.8·(1 + cos(pi/20))/2 = 0.79507534 -> w = 0.39753767:
+        //   (0.60246233, 0.40984933) and (81.556780, 163.113561)
+        // step 21: a = 0.4 -> (0.8, 1.2) and (46, 92)
+        // step 30: a = 0.8·(1 + cos(19 pi/20))/2 = 0.00492466 -> w = 0.00246233:
+        //   (0.99753767, 1.99015067) and (10.443220, 20.886440)
+        // step 31: a = 0 -> the input bit for bit.
+        let s = CharaConsistSettings::default();
+        let matches = [
+            Match {
+                frame_token: 0,
+                identity_token: 1,
+                similarity: 0.5,
+            },
+            Match {
+                frame_token: 2,
+                identity_token: 0,
+                similarity: 1.0,
+            },
+        ];
+        let expected: [(usize, [[f32; 2]; 2]); 5] = [
+            (1, [[0.6, 0.4], [82.0, 164.0]]),
+            (11, [[0.6, 0.4], [82.0, 164.0]]),
+            (12, [[0.602_462_3, 0.409_849_3], [81.556_78, 163.113_56]]),
+            (21, [[0.8, 1.2], [46.0, 92.0]]),
+            (30, [[0.997_537_7, 1.990_150_7], [10.443_22, 20.886_44]]),
+        ];
+        for (step, [t0, t2]) in expected {
+            let out = token_merge(&frame(), &identity(), &matches, alpha_at(step, &s))
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            for (got, want) in [(&out[0], t0), (&out[2], t2)] {
+                for (a, b) in got.iter().zip(want) {
+                    assert!((a - b).abs() < 1e-4, "step {step}: {a} vs {b}");
+                }
+            }
+            assert_eq!(
+                bits(&Tensor::new(out[1].as_slice(), &Device::Cpu).unwrap()),
+                bits(&frame().get(1).unwrap())
+            );
+        }
+        let out = token_merge(&frame(), &identity(), &matches, alpha_at(31, &s)).unwrap();
+        assert_eq!(bits(&out), bits(&frame()));
+    }
+
+    #[test]
+    fn a_single_match_moves_one_token_only() {
+        let one = [Match {
+            frame_token: 1,
+            identity_token: 0,
+            similarity: 0.5,
+        }];
+        // w = 0.8·0.5 = 0.4: 0.6·(-0, 4) + 0.4·(100, 200) = (40, 82.4).
+        let out = token_merge(&frame(), &identity(), &one, 0.8).unwrap();
+        let v = out.to_vec2::<f32>().unwrap();
+        assert!((v[1][0] - 40.0).abs() < 1e-4 && (v[1][1] - 82.4).abs() < 1e-4);
+        let b = bits(&out);
+        let f = bits(&frame());
+        assert_eq!((&b[0..2], &b[4..6]), (&f[0..2], &f[4..6]));
+    }
 }
