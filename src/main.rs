@@ -76,37 +76,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// The demo story: an under-specified character (the model must invent its looks, which is
-/// what the consistency methods keep the same) in six frames of the built-in world.
-fn demo_project() -> Project {
-    let mut p = Project { title: "Demo: a little creature's day".into(), ..Project::default() };
-    p.identity.prompt = "a little creature".into();
-    p.identity.seed = 7;
-    // The built-in model's native size.
-    p.generation.width = 64;
-    p.generation.height = 64;
-    p.generation.steps = 20;
-    p.generation.aspect = project::AspectPreset::Square;
-    let frames = [
-        ("on a sunny beach", "standing in the centre"),
-        ("on a sunny beach", "jumping on the left"),
-        ("in a dark forest", "waving on the right"),
-        ("on a grey city street", "sitting in the centre"),
-        ("under a starry night sky", "standing on the left"),
-        ("in a cozy bedroom", "sitting on the right"),
-    ];
-    for (background, action) in frames {
-        let id = p.fresh_id();
-        let mut frame = project::Frame::new(id, 7);
-        frame.background = background.into();
-        frame.action = action.into();
-        p.frames.push(frame);
-    }
-    p
+/// The demo story (`assets/demo/project.ron`), built into the program so the first start
+/// works from anywhere.
+const DEMO_PROJECT: &str = include_str!("../assets/demo/project.ron");
+
+fn demo_project() -> anyhow::Result<Project> {
+    project::migrate::parse_project(Path::new("assets/demo/project.ron"), DEMO_PROJECT.as_bytes())
+        .context("the built-in demo project")
 }
 
 fn write_demo(folder: &Path) -> anyhow::Result<()> {
-    project::create(folder, &demo_project()).with_context(|| format!("writing the demo project to {}", folder.display()))?;
+    project::create(folder, &demo_project()?).with_context(|| format!("writing the demo project to {}", folder.display()))?;
     println!("wrote {}", folder.display());
     Ok(())
 }
@@ -154,25 +134,36 @@ fn render(dir: &Path, frames: Option<&str>, out: Option<&Path>, model: Option<&s
     };
     let engine = EngineHandle::spawn(|| {});
     engine.send(Job::LoadModel(spec));
-    let total = (jobs.len() * project.generation.steps) as u64;
-    let bar = indicatif::ProgressBar::new(total);
+    // Each frame's progress as a fraction: with consistency methods frames render together
+    // over several passes, so the step counts come from the engine's events.
+    const UNITS: u64 = 1000;
+    let mut fractions = vec![0.0f64; jobs.len()];
+    let bar = indicatif::ProgressBar::new(jobs.len() as u64 * UNITS);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {msg}  eta {eta}")
+        indicatif::ProgressStyle::with_template("{bar:40} {percent}%  {msg}  eta {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    engine.send(Job::Generate { story: project.story_context(), frames: jobs.clone(), settings: project.render_settings(false) });
+    let mut story = project.story_context();
+    story.cache_dir = Some(dir.join(project::store::CACHE_DIR));
+    engine.send(Job::Generate { story, frames: jobs.clone(), settings: project.render_settings(false) });
     let mut done = 0;
     let mut written = Vec::new();
     while done < jobs.len() {
         let event = engine.events().recv_timeout(Duration::from_secs(3600)).context("the engine stopped answering")?;
         match event {
             Event::ModelLoaded { name, .. } => bar.set_message(format!("model: {name}")),
-            Event::Progress { frame_id, step, .. } => {
-                let index = jobs.iter().position(|j| j.frame_id == frame_id).unwrap_or(0);
-                bar.set_position((index * project.generation.steps + step) as u64);
+            Event::Progress { frame_id, step, of, .. } => {
+                if let Some(index) = jobs.iter().position(|j| j.frame_id == frame_id) {
+                    fractions[index] = step as f64 / of.max(1) as f64;
+                    bar.set_position((fractions.iter().sum::<f64>() * UNITS as f64) as u64);
+                }
+            }
+            Event::IdentityDone { image, analysis, metadata } => {
+                project::engine_link::store_identity_image(dir, &mut project, &image, &analysis, &metadata, now_seconds())?;
             }
             Event::FrameDone(result) => {
-                let stored = project::engine_link::store_frame_result(dir, &mut project, &result, None, &[], now_seconds())?;
+                let (mask, matches) = project::engine_link::analysis_files(&result.analysis);
+                let stored = project::engine_link::store_frame_result(dir, &mut project, &result, mask.as_ref(), &matches, now_seconds())?;
                 if let (Some(out), Some(_)) = (out, stored) {
                     std::fs::create_dir_all(out)?;
                     let number = project.frames.iter().position(|f| f.id == result.frame_id).unwrap_or(0) + 1;

@@ -29,6 +29,13 @@ fn renders_and_exports_the_demo_project_headless() {
     // The rendered frames are stored in the project as versions, with their settings in the PNG.
     let reopened = storyloom::project::open(&project).unwrap().project;
     assert_eq!(reopened.frames.iter().filter(|f| !f.versions.is_empty()).count(), 3);
+    // The demo renders with CharaConsist: the identity image is kept, and every frame has its
+    // foreground mask beside the PNG and says which method made it.
+    assert_eq!(reopened.identity.versions.len(), 1);
+    let first = reopened.frames[0].active().unwrap();
+    assert!(first.methods[0].starts_with("CharaConsist"), "{:?}", first.methods);
+    let mask = first.mask_file.as_deref().expect("a mask file");
+    assert!(project.join(mask).exists());
     let sheet = dir.path().join("sheet.png");
     let export = storyloom().arg("export").arg(&project).arg("--sheet").arg(&sheet).output().unwrap();
     assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));

@@ -13,6 +13,8 @@ fn story() -> StoryContext {
         identity: "a round blue creature".into(),
         style: String::new(),
         identity_seed: 7,
+        frames: (1..=3).map(frame).collect(),
+        cache_dir: None,
     }
 }
 

@@ -67,6 +67,14 @@ pub struct StoryContext {
     pub style: String,
     /// Seed of the identity image.
     pub identity_seed: u64,
+    /// Every frame of the story in order (not only the ones being rendered): ASemConsist's
+    /// combined prompt names them all, and mixed scenes need each scene's first frame.
+    #[serde(default)]
+    pub frames: Vec<FrameJob>,
+    /// Folder for re-creatable data such as a stored identity bank (a project's `cache/`);
+    /// `None` keeps it in memory only.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// Requests to the engine.
@@ -138,6 +146,8 @@ pub enum Event {
     IdentityDone {
         image: RgbImage,
         analysis: crate::consistency::FrameAnalysis,
+        /// How it was made (its prompt is the identity prompt).
+        metadata: Box<GenerationMetadata>,
     },
     FrameDone(Box<FrameResult>),
     /// The running frame (and the queue) were cancelled.

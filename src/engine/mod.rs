@@ -3,6 +3,7 @@
 
 pub mod messages;
 pub mod render;
+pub mod story;
 pub mod tiny;
 pub mod worker;
 

@@ -5,13 +5,14 @@ use std::time::Instant;
 
 use anyhow::Context;
 use candle_core::Device;
-use image::RgbImage;
 
 use super::messages::{
     Event, FrameJob, FrameResult, GenerationMetadata, ModelSpec, RenderSettings, StoryContext,
 };
+use super::story::CachedIdentity;
 use super::tiny::{HashedWordEncoder, TINY_TEXT_LEN, tiny_config, tiny_pipeline};
 use crate::consistency::FrameAnalysis;
+use crate::consistency::asemconsist::AsemSettings;
 use crate::model::dit::NoControl;
 use crate::model::pipeline::{BatchRequest, Pipeline, PromptEncoder, SampleSpec};
 use crate::model::sampler::ScheduleShift;
@@ -22,18 +23,12 @@ pub struct LoadedModel {
     pub description: String,
     pub pipeline: Pipeline,
     pub encoder: Box<dyn PromptEncoder>,
-    /// The identity image of the last story rendered, keyed by what made it.
-    identity: Option<(IdentityKey, RgbImage)>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct IdentityKey {
-    segments: Vec<String>,
-    seed: u64,
-    width: u32,
-    height: u32,
-    steps: usize,
-    guidance_bits: u32,
+    /// The CharaConsist identity of the last story rendered with a stored bank, for
+    /// regenerating single frames without recomputing it.
+    pub(crate) identity_bank: Option<CachedIdentity>,
+    /// ASemConsist's ambiguity threshold calibrated for this model (appendix C), used in
+    /// place of the settings' value when set.
+    pub afs_threshold: Option<f32>,
 }
 
 impl LoadedModel {
@@ -48,10 +43,27 @@ impl LoadedModel {
             description,
             pipeline,
             encoder,
-            identity: None,
+            identity_bank: None,
+            afs_threshold: None,
         }
     }
+
+    /// The ASemConsist settings for this model: the calibrated ambiguity threshold replaces
+    /// the FLUX default when the model has one and the user kept the default.
+    pub fn asem_settings(&self, settings: &AsemSettings) -> AsemSettings {
+        let mut s = settings.clone();
+        if let Some(t) = self.afs_threshold
+            && s.afs.threshold == AsemSettings::default().afs.threshold
+        {
+            s.afs.threshold = t;
+        }
+        s
+    }
 }
+
+/// ASemConsist's ambiguity threshold calibrated on the built-in model's world with the
+/// paper's appendix C procedure (`examples/afs_calibration.rs`; see the model card).
+pub const BUILTIN_AFS_THRESHOLD: Option<f32> = None;
 
 /// The device models run on: the first CUDA GPU when built with `cuda` and one is present.
 pub fn default_device() -> Device {
@@ -84,12 +96,14 @@ pub fn load_model(spec: &ModelSpec) -> anyhow::Result<LoadedModel> {
             let model = crate::model::builtin::model::BuiltinModel::load(&device)
                 .context("loading the built-in model")?;
             let (pipeline, encoder) = model.into_parts();
-            Ok(LoadedModel::new(
+            let mut loaded = LoadedModel::new(
                 "Built-in".into(),
                 "Storyloom's small model (64x64, trained on the built-in world)".into(),
                 pipeline,
                 Box::new(encoder),
-            ))
+            );
+            loaded.afs_threshold = BUILTIN_AFS_THRESHOLD;
+            Ok(loaded)
         }
         ModelSpec::Flux(files) => load_flux(files, &device),
     }
@@ -99,17 +113,35 @@ pub fn load_model(spec: &ModelSpec) -> anyhow::Result<LoadedModel> {
 fn load_flux(files: &super::messages::FluxFiles, device: &Device) -> anyhow::Result<LoadedModel> {
     use crate::model::text::{EncoderPaths, PooledSource, TextEncoder, TextEncoderOptions};
     // bf16 on GPUs; on the CPU candle has no bf16 matmul, so f32.
-    let dtype = if device.is_cpu() { candle_core::DType::F32 } else { candle_core::DType::BF16 };
-    let opts = crate::model::weights::LoadOptions { dtype, device: device.clone(), axes_dim: None };
+    let dtype = if device.is_cpu() {
+        candle_core::DType::F32
+    } else {
+        candle_core::DType::BF16
+    };
+    let opts = crate::model::weights::LoadOptions {
+        dtype,
+        device: device.clone(),
+        axes_dim: None,
+    };
     let transformer = crate::model::weights::load_transformer(&files.transformer, &opts)
         .with_context(|| format!("transformer {}", files.transformer.display()))?;
     let vae = crate::model::vae::FluxVae::load(&files.vae, dtype, device)
         .with_context(|| format!("autoencoder {}", files.vae.display()))?;
     let guidance = transformer.config().guidance_embed;
-    let t5 = EncoderPaths { weights: files.t5.clone(), config: None, tokenizer: files.t5_tokenizer.clone() };
+    let t5 = EncoderPaths {
+        weights: files.t5.clone(),
+        config: None,
+        tokenizer: files.t5_tokenizer.clone(),
+    };
     let pooled = match (&files.clip, &files.clip_tokenizer) {
-        (Some(w), Some(t)) => PooledSource::Clip(EncoderPaths { weights: w.clone(), config: None, tokenizer: t.clone() }),
-        _ => anyhow::bail!("choose the CLIP-L text encoder and its tokenizer too (FLUX.1 needs its pooled vector)"),
+        (Some(w), Some(t)) => PooledSource::Clip(EncoderPaths {
+            weights: w.clone(),
+            config: None,
+            tokenizer: t.clone(),
+        }),
+        _ => anyhow::bail!(
+            "choose the CLIP-L text encoder and its tokenizer too (FLUX.1 needs its pooled vector)"
+        ),
     };
     let options = TextEncoderOptions {
         max_len: if guidance { 512 } else { 256 },
@@ -118,7 +150,11 @@ fn load_flux(files: &super::messages::FluxFiles, device: &Device) -> anyhow::Res
         ..TextEncoderOptions::default()
     };
     let encoder = TextEncoder::load(t5, pooled, options).context("text encoders")?;
-    let shift = if guidance { ScheduleShift::Resolution } else { ScheduleShift::None };
+    let shift = if guidance {
+        ScheduleShift::Resolution
+    } else {
+        ScheduleShift::None
+    };
     let pipeline = Pipeline {
         transformer,
         codec: crate::model::codec::Codec::Vae(vae),
@@ -126,7 +162,11 @@ fn load_flux(files: &super::messages::FluxFiles, device: &Device) -> anyhow::Res
         preview: Some(crate::model::preview::LatentPreview::flux()),
     };
     Ok(LoadedModel::new(
-        if guidance { "FLUX.1-dev".into() } else { "FLUX.1-schnell".into() },
+        if guidance {
+            "FLUX.1-dev".into()
+        } else {
+            "FLUX.1-schnell".into()
+        },
         format!("{}", files.transformer.display()),
         pipeline,
         Box::new(encoder),
@@ -150,13 +190,22 @@ pub fn frame_segments(story: &StoryContext, frame: &FrameJob) -> Vec<String> {
     ]
 }
 
-/// Renders one frame. `Ok(None)` means it was cancelled.
+/// The prompt as one line, for metadata: the non-empty segments joined with commas.
+pub fn joined_prompt(segments: &[String]) -> String {
+    segments
+        .iter()
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Renders one frame without consistency methods. `Ok(None)` means it was cancelled.
 pub fn render_frame(
     model: &mut LoadedModel,
     story: &StoryContext,
     frame: &FrameJob,
     settings: &RenderSettings,
-    _regenerate: bool,
     cancel: &AtomicBool,
     report: &mut dyn FnMut(Event),
 ) -> anyhow::Result<Option<FrameResult>> {
@@ -200,12 +249,7 @@ pub fn render_frame(
     };
     let image = pipeline.decode(&tokens, width, height)?.remove(0);
     let metadata = GenerationMetadata {
-        prompt: segments
-            .iter()
-            .filter(|s| !s.is_empty())
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", "),
+        prompt: joined_prompt(&segments),
         segments,
         seed: frame.seed,
         model: model.name.clone(),
@@ -217,7 +261,6 @@ pub fn render_frame(
         methods_used: vec![],
         seconds: started.elapsed().as_secs_f32(),
     };
-    let _ = &model.identity;
     Ok(Some(FrameResult {
         frame_id,
         image,

@@ -10,6 +10,7 @@ use crossbeam_channel::{Receiver, Sender, unbounded};
 
 use super::messages::{Event, FrameJob, Job, RenderSettings, StoryContext};
 use super::render::{LoadedModel, load_model, render_frame};
+use super::story::render_with_methods;
 
 /// The UI's side of the engine.
 pub struct EngineHandle {
@@ -87,6 +88,12 @@ enum Work {
         story: StoryContext,
         frame: FrameJob,
         settings: RenderSettings,
+    },
+    /// Frames rendered together because a consistency method needs the whole story.
+    Story {
+        story: StoryContext,
+        frames: Vec<FrameJob>,
+        settings: RenderSettings,
         regenerate: bool,
     },
 }
@@ -125,16 +132,26 @@ impl Worker {
                 frames,
                 settings,
             } => {
-                for frame in frames {
+                for frame in &frames {
                     self.emit(Event::Queued {
                         frame_id: frame.frame_id,
                     });
-                    self.queue.push_back(Work::Frame {
-                        story: story.clone(),
-                        frame,
-                        settings: settings.clone(),
+                }
+                if settings.methods.any_enabled() {
+                    self.queue.push_back(Work::Story {
+                        story,
+                        frames,
+                        settings,
                         regenerate: false,
                     });
+                } else {
+                    for frame in frames {
+                        self.queue.push_back(Work::Frame {
+                            story: story.clone(),
+                            frame,
+                            settings: settings.clone(),
+                        });
+                    }
                 }
             }
             Job::Regenerate {
@@ -145,12 +162,20 @@ impl Worker {
                 self.emit(Event::Queued {
                     frame_id: frame.frame_id,
                 });
-                self.queue.push_back(Work::Frame {
-                    story,
-                    frame,
-                    settings,
-                    regenerate: true,
-                });
+                if settings.methods.any_enabled() {
+                    self.queue.push_back(Work::Story {
+                        story,
+                        frames: vec![frame],
+                        settings,
+                        regenerate: true,
+                    });
+                } else {
+                    self.queue.push_back(Work::Frame {
+                        story,
+                        frame,
+                        settings,
+                    });
+                }
             }
         }
         true
@@ -203,11 +228,16 @@ impl Worker {
                     }),
                 }
             }
+            Work::Story {
+                story,
+                frames,
+                settings,
+                regenerate,
+            } => self.execute_story(story, frames, settings, regenerate),
             Work::Frame {
                 story,
                 frame,
                 settings,
-                regenerate,
             } => {
                 let frame_id = frame.frame_id;
                 let Some(mut model) = self.model.take() else {
@@ -226,15 +256,7 @@ impl Worker {
                         notify();
                     };
                     catch_unwind(AssertUnwindSafe(|| {
-                        render_frame(
-                            &mut model,
-                            &story,
-                            &frame,
-                            &settings,
-                            regenerate,
-                            &cancel,
-                            &mut report,
-                        )
+                        render_frame(&mut model, &story, &frame, &settings, &cancel, &mut report)
                     }))
                 };
                 self.model = Some(model);
@@ -251,6 +273,68 @@ impl Worker {
                         frame_id: Some(frame_id),
                         message,
                     }),
+                }
+            }
+        }
+    }
+}
+
+impl Worker {
+    /// Renders frames together with the consistency methods; every frame gets its
+    /// `FrameDone`, or every frame its `Error`.
+    fn execute_story(
+        &mut self,
+        story: StoryContext,
+        frames: Vec<FrameJob>,
+        settings: RenderSettings,
+        regenerate: bool,
+    ) {
+        let Some(mut model) = self.model.take() else {
+            for f in &frames {
+                self.emit(Event::Error {
+                    frame_id: Some(f.frame_id),
+                    message: "no model is loaded".into(),
+                });
+            }
+            return;
+        };
+        let cancel = self.cancel.clone();
+        let events = self.events.clone();
+        let result = {
+            let notify = &self.notify;
+            let mut report = |e: Event| {
+                let _ = events.send(e);
+                notify();
+            };
+            catch_unwind(AssertUnwindSafe(|| {
+                render_with_methods(
+                    &mut model,
+                    &story,
+                    &frames,
+                    &settings,
+                    regenerate,
+                    &cancel,
+                    &mut report,
+                )
+            }))
+        };
+        self.model = Some(model);
+        match flatten_panic(result) {
+            Ok(Some(done)) => {
+                for result in done {
+                    self.emit(Event::FrameDone(Box::new(result)));
+                }
+            }
+            Ok(None) => {
+                self.drain();
+                self.emit(Event::Cancelled { frame_id: None });
+            }
+            Err(message) => {
+                for f in &frames {
+                    self.emit(Event::Error {
+                        frame_id: Some(f.frame_id),
+                        message: message.clone(),
+                    });
                 }
             }
         }

@@ -10,6 +10,7 @@ use super::error::ProjectError;
 use super::png_meta::{ImageSettings, write_png_with_settings};
 use super::store::FRAMES_DIR;
 use super::types::{FrameVersion, ModelChoice, Project};
+use crate::consistency::FrameAnalysis;
 use crate::engine::{
     FluxFiles, FrameJob, FrameResult, GenerationMetadata, ModelSpec, RenderSettings, StoryContext,
 };
@@ -46,6 +47,8 @@ impl Project {
             identity: self.identity.prompt.clone(),
             style: self.style.clone(),
             identity_seed: self.identity.seed,
+            frames: self.frame_jobs(None),
+            cache_dir: None,
         }
     }
 
@@ -201,6 +204,46 @@ pub fn store_image(
         metadata: Default::default(),
         missing: false,
     })
+}
+
+/// The mask and match files of a frame's analysis (CharaConsist's foreground mask at the
+/// extraction step and the kept point matches), when the method ran.
+pub fn analysis_files(analysis: &FrameAnalysis) -> (Option<TokenGridMask>, Vec<TokenMatch>) {
+    let Some(chara) = &analysis.characonsist else {
+        return (None, Vec::new());
+    };
+    let m = &chara.frame_mask;
+    let mask = (m.rows > 0 && m.cols > 0 && m.fg.len() == m.rows * m.cols)
+        .then(|| TokenGridMask::from_flags(m.rows as u32, m.cols as u32, &m.fg));
+    let matches = chara
+        .matches
+        .iter()
+        .map(|x| TokenMatch {
+            frame_token: x.frame_token,
+            identity_token: x.identity_token,
+            similarity: x.similarity,
+        })
+        .collect();
+    (mask, matches)
+}
+
+/// Stores a story's identity image (with its mask) as the identity's new active version.
+pub fn store_identity_image(
+    dir: &Path,
+    project: &mut Project,
+    image: &RgbImage,
+    analysis: &FrameAnalysis,
+    metadata: &GenerationMetadata,
+    created: u64,
+) -> Result<usize, ProjectError> {
+    let story = project.story_context();
+    let settings = ImageSettings::from_generation(metadata, &story, None);
+    let (mask, _) = analysis_files(analysis);
+    let next = project.identity.versions.len() + 1;
+    let version = store_image(dir, "identity", next, image, &settings, mask.as_ref(), &[], created)?;
+    project.identity.versions.push(version);
+    project.identity.active_version = Some(project.identity.versions.len() - 1);
+    Ok(project.identity.versions.len() - 1)
 }
 
 /// Stores a finished frame in the project folder and adds it to its frame as the new active

@@ -276,6 +276,8 @@ impl Storyboard {
             identity: self.identity.clone(),
             style: self.style.clone(),
             identity_seed: self.identity_seed,
+            frames: self.frames.iter().map(|f| self.frame_job(f)).collect(),
+            cache_dir: None,
         }
     }
 

@@ -202,7 +202,7 @@ impl GenerationTracker {
                 }
                 Outcome::Nothing
             }
-            Event::IdentityDone { image, analysis } => Outcome::IdentityDone { image, analysis },
+            Event::IdentityDone { image, analysis, .. } => Outcome::IdentityDone { image, analysis },
             Event::FrameDone(result) => {
                 self.finish(result.frame_id, None);
                 Outcome::FrameDone(result)
