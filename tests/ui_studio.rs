@@ -222,8 +222,10 @@ fn generation_on_the_tiny_model_shows_progress_then_done() {
     h.step();
     h.get_by_label_contains("Frame 1 · done");
     let version = h.state().state.renders.active(id).unwrap().clone();
-    assert_eq!(version.metadata.steps, 6);
-    assert_eq!(version.image.dimensions(), (64, 64));
+    assert_eq!(version.record.steps, 6);
+    assert_eq!(version.image().unwrap().dimensions(), (64, 64));
+    // Without a project folder the image stays in memory until "Save as".
+    assert!(version.record.file.is_empty());
 }
 
 #[test]

@@ -12,7 +12,7 @@ use super::generation::{ModelState, format_duration};
 use super::inspector::inspector_ui;
 use super::logging;
 use super::models::models_ui;
-use super::state::{AppState, TOAST_SECONDS, ToastKind};
+use super::state::{AppState, PendingAction, TOAST_SECONDS, ToastKind, UnsavedChoice};
 use super::story_panel::story_panel_ui;
 use super::textures::Textures;
 use super::timeline::timeline_ui;
@@ -41,6 +41,9 @@ pub enum Command {
     Regenerate,
     Cancel,
     Save,
+    SaveAs,
+    OpenProject,
+    NewProject,
     Export,
     Shortcuts,
     SelectPrevious { extend: bool },
@@ -65,7 +68,7 @@ pub const SHORTCUTS: &[(&str, &str)] = &[
     ("Ctrl+Enter", "Generate the selected frames (all if none)"),
     ("Esc", "Cancel the generation"),
     ("Ctrl+Z / Ctrl+Shift+Z", "Undo / redo (outside text fields)"),
-    ("Ctrl+S", "Save"),
+    ("Ctrl+S", "Save the project (atomically, keeping a backup)"),
     ("Ctrl+E", "Export"),
     ("Wheel / drag / double-click", "Zoom / pan / fit the viewer"),
     ("F1", "This sheet"),
@@ -118,6 +121,41 @@ pub fn shortcut_commands(input: &mut egui::InputState, typing: bool) -> Vec<Comm
     out
 }
 
+/// Why a folder is being chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FolderPurpose {
+    Open,
+    New,
+    /// Save as; then carry on with the action that asked for the save.
+    SaveAs(Option<PendingAction>),
+}
+
+/// A folder dialog running on its own thread (native dialogs block their thread).
+struct FolderDialog {
+    purpose: FolderPurpose,
+    answer: crossbeam_channel::Receiver<Option<PathBuf>>,
+}
+
+impl FolderDialog {
+    fn spawn(purpose: FolderPurpose, notify: egui::Context) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let title = match purpose {
+            FolderPurpose::Open => "Open a project folder",
+            FolderPurpose::New => "Folder for the new project",
+            FolderPurpose::SaveAs(_) => "Save the project into a folder",
+        };
+        std::thread::spawn(move || {
+            let chosen = rfd::FileDialog::new().set_title(title).pick_folder();
+            let _ = tx.send(chosen);
+            notify.request_repaint();
+        });
+        Self {
+            purpose,
+            answer: rx,
+        }
+    }
+}
+
 /// The studio app. Constructible without a window (tests drive [`StoryloomApp::show`]).
 pub struct StoryloomApp {
     pub state: AppState,
@@ -127,6 +165,9 @@ pub struct StoryloomApp {
     /// Time of the last `ui` call, for the benchmark.
     pub last_ui_seconds: f64,
     export_folder: Option<PathBuf>,
+    folder_dialog: Option<FolderDialog>,
+    /// A folder dialog a command asked for (started on the next UI pass).
+    pending_folder: Option<FolderPurpose>,
 }
 
 impl StoryloomApp {
@@ -134,18 +175,78 @@ impl StoryloomApp {
     pub fn new(options: AppOptions, ctx: &egui::Context) -> Self {
         let repaint_ctx = ctx.clone();
         let notify: Arc<dyn Fn() + Send + Sync> = Arc::new(move || repaint_ctx.request_repaint());
-        let model = options.model.clone().or(Some(ModelSpec::Builtin));
-        let mut state = AppState::new(model, notify);
-        state.project_path = options.project.clone();
-        if let Some(p) = &options.project {
-            state.show_info(format!("Project folder: {}", p.display()));
-        }
+        let mut state = AppState::new(options.model.clone(), notify);
+        let opened = options
+            .project
+            .as_ref()
+            .is_some_and(|p| state.open_project(p));
+        // The model asked for, else the project's own, else the built-in one.
+        state.model_spec = options.model.clone().or_else(|| {
+            Some(if opened {
+                state.doc.model.to_model_spec()
+            } else {
+                ModelSpec::Builtin
+            })
+        });
         Self {
             state,
             textures: Textures::default(),
             gpu_overlays: false,
             last_ui_seconds: 0.0,
             export_folder: None,
+            folder_dialog: None,
+            pending_folder: None,
+        }
+    }
+
+    /// Starts a folder dialog unless one is open.
+    fn choose_folder(&mut self, purpose: FolderPurpose, ctx: &egui::Context) {
+        if self.folder_dialog.is_none() {
+            self.folder_dialog = Some(FolderDialog::spawn(purpose, ctx.clone()));
+        }
+    }
+
+    /// What to do with a folder the user chose.
+    pub fn folder_chosen(&mut self, purpose: FolderPurpose, dir: PathBuf, ctx: &egui::Context) {
+        match purpose {
+            FolderPurpose::Open => {
+                if self.state.request(PendingAction::Open(dir.clone())) {
+                    self.state.perform(PendingAction::Open(dir));
+                }
+            }
+            FolderPurpose::New => {
+                if self.state.request(PendingAction::New(dir.clone())) {
+                    self.state.perform(PendingAction::New(dir));
+                }
+            }
+            FolderPurpose::SaveAs(then) => {
+                if self.state.save_as(&dir)
+                    && let Some(action) = then
+                {
+                    self.carry_out(action, ctx);
+                }
+            }
+        }
+    }
+
+    fn carry_out(&mut self, action: PendingAction, ctx: &egui::Context) {
+        let quit = action == PendingAction::Quit;
+        self.state.perform(action);
+        if quit {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        }
+    }
+
+    /// The unsaved-changes prompt was answered.
+    pub fn answer_unsaved(&mut self, choice: UnsavedChoice, ctx: &egui::Context) {
+        if choice == UnsavedChoice::Save && self.state.project_path.is_none() {
+            // No folder yet: choose one, save, then go on.
+            let then = self.state.confirm.take();
+            self.choose_folder(FolderPurpose::SaveAs(then), ctx);
+            return;
+        }
+        if let Some(action) = self.state.answer_unsaved(choice) {
+            self.carry_out(action, ctx);
         }
     }
 
@@ -189,7 +290,16 @@ impl StoryloomApp {
                 s.regenerate_focused();
             }
             Command::Cancel => s.cancel(),
-            Command::Save => self.save(),
+            Command::Save => {
+                if self.state.project_path.is_some() {
+                    self.state.save();
+                } else {
+                    self.pending_folder = Some(FolderPurpose::SaveAs(None));
+                }
+            }
+            Command::SaveAs => self.pending_folder = Some(FolderPurpose::SaveAs(None)),
+            Command::OpenProject => self.pending_folder = Some(FolderPurpose::Open),
+            Command::NewProject => self.pending_folder = Some(FolderPurpose::New),
             Command::Export => s.show_export = true,
             Command::Shortcuts => s.show_shortcuts = !s.show_shortcuts,
             Command::SelectPrevious { extend } => {
@@ -203,30 +313,33 @@ impl StoryloomApp {
         }
     }
 
-    fn save(&mut self) {
-        match &self.state.project_path {
-            Some(dir) => {
-                let dir = dir.clone();
-                match super::export::write_png_sequence(&self.state, &dir.join("frames")) {
-                    Ok(n) => {
-                        self.state.dirty = false;
-                        self.state
-                            .show_info(format!("Saved {n} frame images to {}", dir.display()));
-                    }
-                    Err(e) => self.state.show_error(format!("Saving failed: {e}")),
-                }
-            }
-            None => self
-                .state
-                .show_error("Choose a project folder first (File > Export writes the frames)"),
-        }
-    }
-
     /// One UI pass: engine events, shortcuts, panels and dialogs.
     pub fn show(&mut self, ui: &mut Ui) {
         let started = std::time::Instant::now();
         let ctx = ui.ctx().clone();
         self.state.poll_engine();
+        self.state.poll_images();
+        self.state.autosave_tick(std::time::Instant::now());
+        if let Some(wait) = self
+            .state
+            .autosaver
+            .next_deadline(std::time::Instant::now())
+            && self.state.project_path.is_some()
+        {
+            ctx.request_repaint_after(wait.max(std::time::Duration::from_millis(200)));
+        }
+        if ctx.input(|i| i.viewport().close_requested()) && !self.state.request(PendingAction::Quit)
+        {
+            ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
+        }
+        if let Some(dialog) = &self.folder_dialog
+            && let Ok(answer) = dialog.answer.try_recv()
+        {
+            let purpose = self.folder_dialog.take().expect("checked above").purpose;
+            if let Some(dir) = answer {
+                self.folder_chosen(purpose, dir, &ctx);
+            }
+        }
         if self.state.models.poll() {
             ctx.request_repaint();
         }
@@ -265,7 +378,11 @@ impl StoryloomApp {
             viewer_ui(ui, &mut self.state, &mut self.textures, self.gpu_overlays);
         });
 
+        if let Some(purpose) = self.pending_folder.take() {
+            self.choose_folder(purpose, &ctx);
+        }
         self.dialogs(&ctx);
+        self.project_dialogs(&ctx);
         self.toasts(&ctx);
         if self.state.tracker.is_busy() {
             // Progress bars and the time estimate move between engine events too.
@@ -278,8 +395,17 @@ impl StoryloomApp {
         egui::MenuBar::new().ui(ui, |ui| {
             let mut command = None;
             ui.menu_button("File", |ui| {
+                if ui.button("New project…").clicked() {
+                    command = Some(Command::NewProject);
+                }
+                if ui.button("Open project…").clicked() {
+                    command = Some(Command::OpenProject);
+                }
                 if ui.button("Save  (Ctrl+S)").clicked() {
                     command = Some(Command::Save);
+                }
+                if ui.button("Save as…").clicked() {
+                    command = Some(Command::SaveAs);
                 }
                 if ui.button("Export…  (Ctrl+E)").clicked() {
                     command = Some(Command::Export);
@@ -387,11 +513,10 @@ impl StoryloomApp {
             };
             ui.label(model);
             ui.separator();
-            ui.label(if self.state.dirty {
-                "Unsaved changes"
-            } else {
-                "saved"
-            });
+            let label = ui.label(self.state.save_label());
+            if let Some(dir) = &self.state.project_path {
+                label.on_hover_text(dir.display().to_string());
+            }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 let errors = logging::recent()
                     .iter()
@@ -483,6 +608,91 @@ impl StoryloomApp {
             self.state.models.open = open;
             if let Some(spec) = load {
                 self.state.load_model(spec);
+            }
+        }
+    }
+
+    /// Recovery offer, open errors and the unsaved-changes prompt.
+    fn project_dialogs(&mut self, ctx: &egui::Context) {
+        if let Some(recovery) = &self.state.recovery {
+            let at = recovery
+                .autosaved_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let when = crate::project::autosave::clock_time_utc(at);
+            let r = egui::Modal::new(egui::Id::unique("recovery_dialog")).show(ctx, |ui| {
+                ui.heading(format!("Recover unsaved changes from {when} UTC?"));
+                ui.label(
+                    "The autosave holds work that was never saved into project.ron \
+                     (the studio closed before it was saved).",
+                );
+                ui.horizontal(|ui| {
+                    if ui.button("Recover").clicked() {
+                        Some(true)
+                    } else if ui.button("Open saved").clicked() {
+                        Some(false)
+                    } else {
+                        None
+                    }
+                })
+                .inner
+            });
+            match r.inner {
+                Some(true) => self.state.accept_recovery(),
+                Some(false) => self.state.decline_recovery(),
+                None => {}
+            }
+        }
+        if let Some(message) = self.state.open_error.clone() {
+            let r = egui::Modal::new(egui::Id::unique("open_error_dialog")).show(ctx, |ui| {
+                ui.heading("The project could not be opened");
+                ui.colored_label(ui.visuals().error_fg_color, &message);
+                ui.label("Nothing was changed on disk.");
+                ui.horizontal(|ui| {
+                    if ui.button("Choose another folder…").clicked() {
+                        Some(true)
+                    } else if ui.button("Continue").clicked() {
+                        Some(false)
+                    } else {
+                        None
+                    }
+                })
+                .inner
+            });
+            if let Some(choose) = r.inner {
+                self.state.open_error = None;
+                if choose {
+                    self.choose_folder(FolderPurpose::Open, ctx);
+                }
+            }
+        }
+        if let Some(action) = self.state.confirm.clone() {
+            let what = match action {
+                PendingAction::Quit => "before quitting",
+                PendingAction::Open(_) => "before opening another project",
+                PendingAction::New(_) => "before starting a new project",
+            };
+            let r = egui::Modal::new(egui::Id::unique("unsaved_dialog")).show(ctx, |ui| {
+                ui.heading("Unsaved changes");
+                ui.label(format!("Save the changes to this storyboard {what}?"));
+                ui.horizontal(|ui| {
+                    if ui.button("Save").clicked() {
+                        Some(UnsavedChoice::Save)
+                    } else if ui.button("Discard").clicked() {
+                        Some(UnsavedChoice::Discard)
+                    } else if ui.button("Cancel").clicked() {
+                        Some(UnsavedChoice::Cancel)
+                    } else {
+                        None
+                    }
+                })
+                .inner
+            });
+            let choice = r
+                .inner
+                .or(r.should_close().then_some(UnsavedChoice::Cancel));
+            if let Some(choice) = choice {
+                self.answer_unsaved(choice, ctx);
             }
         }
     }

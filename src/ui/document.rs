@@ -7,33 +7,96 @@ use std::sync::Arc;
 use image::RgbImage;
 
 use crate::consistency::{FrameAnalysis, MethodSettings};
-use crate::engine::{FrameJob, GenerationMetadata, RenderSettings, StoryContext};
+use crate::engine::{FrameJob, RenderSettings, StoryContext};
+use crate::project::{
+    AspectPreset as ProjectAspect, FrameVersion, Identity, ModelChoice, Project, Scene,
+};
 
+use super::loader::LoadedVersion;
 use super::overlay::OverlayData;
 
 /// Longest side of a timeline thumbnail, in pixels.
 pub const THUMBNAIL_SIZE: u32 = 160;
 
+/// Decoded pixels of a version, with the thumbnail for the timeline.
+#[derive(Debug, Clone)]
+pub struct Pixels {
+    pub image: Arc<RgbImage>,
+    pub thumbnail: Arc<RgbImage>,
+}
+
+impl Pixels {
+    pub fn new(image: RgbImage) -> Self {
+        let thumbnail = Arc::new(make_thumbnail(&image));
+        Self {
+            image: Arc::new(image),
+            thumbnail,
+        }
+    }
+}
+
+/// Where a version's pixels are.
+#[derive(Debug, Clone, Default)]
+pub enum ImageState {
+    /// In the project folder, not decoded yet (the loader thread is on it).
+    #[default]
+    Loading,
+    Loaded(Pixels),
+    /// The file is not in the project folder (or could not be decoded): the reason.
+    Missing(String),
+}
+
 /// One generated image of a frame, with everything that made it.
 #[derive(Debug, Clone)]
 pub struct Version {
-    /// Unique in the storyboard; also keys the image's textures.
+    /// Unique in the studio session; also keys the image's textures.
     pub id: u64,
-    pub image: Arc<RgbImage>,
-    pub thumbnail: Arc<RgbImage>,
+    /// What the project file says about this version (files, seed, steps, methods used).
+    pub record: FrameVersion,
+    pub pixels: ImageState,
     pub analysis: FrameAnalysis,
     /// Masks and matches on token grids for the overlays (from the analysis).
     pub overlay: Arc<OverlayData>,
-    pub metadata: GenerationMetadata,
 }
 
 impl PartialEq for Version {
     fn eq(&self, other: &Self) -> bool {
-        // Images never change once made: identity of the shared buffer is enough.
-        self.id == other.id
-            && Arc::ptr_eq(&self.image, &other.image)
-            && self.analysis == other.analysis
-            && self.metadata == other.metadata
+        // Pixels never change once made: the id and the record say which image it is.
+        self.id == other.id && self.record == other.record && self.analysis == other.analysis
+    }
+}
+
+impl Version {
+    pub fn image(&self) -> Option<&Arc<RgbImage>> {
+        match &self.pixels {
+            ImageState::Loaded(p) => Some(&p.image),
+            _ => None,
+        }
+    }
+
+    pub fn thumbnail(&self) -> Option<&Arc<RgbImage>> {
+        match &self.pixels {
+            ImageState::Loaded(p) => Some(&p.thumbnail),
+            _ => None,
+        }
+    }
+
+    /// Why there is no image to show, if there is none.
+    pub fn missing_reason(&self) -> Option<&str> {
+        match &self.pixels {
+            ImageState::Missing(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    /// Seconds the generation took, when recorded.
+    pub fn seconds(&self) -> Option<f32> {
+        self.record.metadata.get("seconds")?.parse().ok()
+    }
+
+    fn set_analysis(&mut self, analysis: FrameAnalysis) {
+        self.overlay = Arc::new(OverlayData::from_analysis(&analysis));
+        self.analysis = analysis;
     }
 }
 
@@ -163,6 +226,11 @@ pub struct Storyboard {
     pub identity_seed: u64,
     pub frames: Vec<Frame>,
     pub settings: GenerationSettings,
+    /// The project's aspect choice (kept as the file says until the size changes).
+    pub aspect: ProjectAspect,
+    /// The project's model; the studio loads it unless told otherwise.
+    pub model: ModelChoice,
+    pub scenes: Vec<Scene>,
     next_id: u64,
 }
 
@@ -175,6 +243,9 @@ impl Default for Storyboard {
             identity_seed: 1,
             frames: Vec::new(),
             settings: GenerationSettings::default(),
+            aspect: ProjectAspect::Wide16x9,
+            model: ModelChoice::default(),
+            scenes: Vec::new(),
             next_id: 1,
         }
     }
@@ -191,8 +262,10 @@ pub fn next_seed(seed: u64) -> u64 {
 impl Storyboard {
     /// A fresh id for a frame or a version.
     pub fn fresh_id(&mut self) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
+        // Never reuse an id, even when an opened file's counter is stale.
+        let used = self.frames.iter().map(|f| f.id).max().unwrap_or(0);
+        let id = self.next_id.max(used + 1);
+        self.next_id = id + 1;
         id
     }
 
@@ -323,18 +396,20 @@ impl FrameVersions {
     }
 }
 
-/// Every generated image: frame versions by frame id, and the identity image.
+/// Every generated image: frame versions by frame id, and the identity's versions.
 #[derive(Debug, Clone, Default)]
 pub struct Renders {
     pub frames: std::collections::HashMap<u64, FrameVersions>,
-    pub identity: Option<Version>,
-    next_id: u64,
+    pub identity: FrameVersions,
 }
+
+/// Version ids are unique for the whole session, so textures cached by id never show an
+/// image of a previously opened project.
+static NEXT_VERSION_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Renders {
     fn fresh_id(&mut self) -> u64 {
-        self.next_id += 1;
-        self.next_id
+        NEXT_VERSION_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn of(&self, frame_id: u64) -> Option<&FrameVersions> {
@@ -345,6 +420,11 @@ impl Renders {
         self.frames.get(&frame_id)?.active_version()
     }
 
+    /// The identity image shown beside the frames.
+    pub fn identity_active(&self) -> Option<&Version> {
+        self.identity.active_version()
+    }
+
     pub fn set_active(&mut self, frame_id: u64, index: usize) {
         if let Some(v) = self.frames.get_mut(&frame_id)
             && index < v.versions.len()
@@ -353,30 +433,50 @@ impl Renders {
         }
     }
 
+    fn new_version(
+        &mut self,
+        record: FrameVersion,
+        pixels: ImageState,
+        analysis: FrameAnalysis,
+    ) -> Version {
+        let overlay = Arc::new(OverlayData::from_analysis(&analysis));
+        Version {
+            id: self.fresh_id(),
+            record,
+            pixels,
+            analysis,
+            overlay,
+        }
+    }
+
     /// Records a finished generation as the frame's new active version; returns its id.
     pub fn add_version(
         &mut self,
         frame_id: u64,
+        record: FrameVersion,
         image: RgbImage,
         analysis: FrameAnalysis,
-        metadata: GenerationMetadata,
     ) -> u64 {
-        let id = self.fresh_id();
-        let version = make_version(id, image, analysis, metadata);
+        let version = self.new_version(record, ImageState::Loaded(Pixels::new(image)), analysis);
+        let id = version.id;
         let entry = self.frames.entry(frame_id).or_default();
         entry.versions.push(version);
         entry.active = Some(entry.versions.len() - 1);
         id
     }
 
-    pub fn set_identity(
+    /// Records a new identity image as the active one; returns its id.
+    pub fn add_identity_version(
         &mut self,
+        record: FrameVersion,
         image: RgbImage,
         analysis: FrameAnalysis,
-        metadata: GenerationMetadata,
-    ) {
-        let id = self.fresh_id();
-        self.identity = Some(make_version(id, image, analysis, metadata));
+    ) -> u64 {
+        let version = self.new_version(record, ImageState::Loaded(Pixels::new(image)), analysis);
+        let id = version.id;
+        self.identity.versions.push(version);
+        self.identity.active = Some(self.identity.versions.len() - 1);
+        id
     }
 
     /// A duplicated frame starts with the versions of its original.
@@ -402,33 +502,189 @@ impl Renders {
             other => other,
         };
     }
+
+    /// Every version, identity first.
+    pub fn versions_mut(&mut self) -> impl Iterator<Item = &mut Version> {
+        self.identity
+            .versions
+            .iter_mut()
+            .chain(self.frames.values_mut().flat_map(|f| f.versions.iter_mut()))
+    }
+
+    /// Puts what the loader decoded into the versions with this id (a duplicated frame
+    /// shares its original's versions, so there can be several).
+    pub fn attach(&mut self, loaded: LoadedVersion) {
+        for v in self.versions_mut().filter(|v| v.id == loaded.version_id) {
+            v.pixels = match &loaded.pixels {
+                Ok(p) => ImageState::Loaded(p.clone()),
+                Err(why) => ImageState::Missing(why.clone()),
+            };
+            v.set_analysis(loaded.analysis.clone());
+        }
+    }
 }
 
-fn make_version(
-    id: u64,
-    image: RgbImage,
-    analysis: FrameAnalysis,
-    metadata: GenerationMetadata,
-) -> Version {
+/// The timeline thumbnail: at most [`THUMBNAIL_SIZE`] on the longer side, same aspect.
+pub fn make_thumbnail(image: &RgbImage) -> RgbImage {
     let (w, h) = image.dimensions();
     let scale = THUMBNAIL_SIZE as f32 / w.max(h).max(1) as f32;
-    let thumbnail = if scale < 1.0 {
+    if scale < 1.0 {
         image::imageops::thumbnail(
-            &image,
+            image,
             ((w as f32 * scale).round() as u32).max(1),
             ((h as f32 * scale).round() as u32).max(1),
         )
     } else {
         image.clone()
-    };
-    let overlay = Arc::new(OverlayData::from_analysis(&analysis, &image));
-    Version {
-        id,
-        image: Arc::new(image),
-        thumbnail: Arc::new(thumbnail),
-        analysis,
-        overlay,
-        metadata,
+    }
+}
+
+/// Whole milliseconds of a screen time in seconds (the project keeps milliseconds).
+fn to_millis(seconds: f32) -> u32 {
+    (seconds.max(0.0) as f64 * 1000.0).round() as u32
+}
+
+impl Storyboard {
+    /// The project document for these edits and renders (what `project.ron` holds).
+    pub fn to_project(&self, renders: &Renders) -> Project {
+        let records = |v: Option<&FrameVersions>| match v {
+            Some(v) => (
+                v.versions.iter().map(|x| x.record.clone()).collect(),
+                v.active,
+            ),
+            None => (Vec::new(), None),
+        };
+        let (identity_versions, identity_active) = records(Some(&renders.identity));
+        let frames = self
+            .frames
+            .iter()
+            .map(|f| {
+                let (versions, active_version) = records(renders.of(f.id));
+                crate::project::Frame {
+                    id: f.id,
+                    background: f.background.clone(),
+                    action: f.action.clone(),
+                    dialogue: f.dialogue.clone(),
+                    notes: f.notes.clone(),
+                    duration_ms: to_millis(f.duration),
+                    seed: f.seed,
+                    seed_locked: f.seed_locked,
+                    scene: f.scene,
+                    versions,
+                    active_version,
+                }
+            })
+            .collect();
+        let s = &self.settings;
+        Project {
+            format_version: crate::project::CURRENT_FORMAT_VERSION,
+            title: self.title.clone(),
+            identity: Identity {
+                prompt: self.identity.clone(),
+                seed: self.identity_seed,
+                versions: identity_versions,
+                active_version: identity_active,
+            },
+            style: self.style.clone(),
+            frames,
+            generation: crate::project::GenerationSettings {
+                steps: s.steps,
+                guidance: s.guidance,
+                width: s.width,
+                height: s.height,
+                aspect: self.aspect,
+            },
+            methods: s.methods.clone(),
+            model: self.model.clone(),
+            scenes: self.scenes.clone(),
+            next_id: self.next_id,
+        }
+    }
+
+    /// The storyboard and renders of an opened project. Version pixels start as
+    /// [`ImageState::Loading`] (or `Missing` for files the project folder lacks); the
+    /// caller decodes them with [`Renders::load_requests`].
+    pub fn from_project(project: Project) -> (Storyboard, Renders) {
+        let mut renders = Renders::default();
+        let mut take = |versions: Vec<FrameVersion>, active: Option<usize>| {
+            let versions: Vec<Version> = versions
+                .into_iter()
+                .map(|record| {
+                    let pixels = if record.missing {
+                        ImageState::Missing(format!("{} is missing", record.file))
+                    } else {
+                        ImageState::Loading
+                    };
+                    renders.new_version(record, pixels, FrameAnalysis::default())
+                })
+                .collect();
+            FrameVersions { versions, active }
+        };
+        let identity = take(project.identity.versions, project.identity.active_version);
+        let mut frames = Vec::with_capacity(project.frames.len());
+        let mut versions = Vec::with_capacity(project.frames.len());
+        for f in project.frames {
+            versions.push((f.id, take(f.versions, f.active_version)));
+            frames.push(Frame {
+                id: f.id,
+                background: f.background,
+                action: f.action,
+                dialogue: f.dialogue,
+                notes: f.notes,
+                duration: f.duration_ms as f32 / 1000.0,
+                seed: f.seed,
+                seed_locked: f.seed_locked,
+                scene: f.scene,
+            });
+        }
+        renders.identity = identity;
+        renders.frames = versions.into_iter().collect();
+        let g = project.generation;
+        let board = Storyboard {
+            title: project.title,
+            identity: project.identity.prompt,
+            style: project.style,
+            identity_seed: project.identity.seed,
+            frames,
+            settings: GenerationSettings {
+                width: g.width,
+                height: g.height,
+                steps: g.steps,
+                guidance: g.guidance,
+                previews: false,
+                methods: project.methods,
+            },
+            aspect: g.aspect,
+            model: project.model,
+            scenes: project.scenes,
+            next_id: project.next_id,
+        };
+        (board, renders)
+    }
+}
+
+impl Renders {
+    /// What to decode for every version still loading, active versions first (they are on
+    /// screen), then the older ones for the version lists.
+    pub fn load_requests(&self, dir: &std::path::Path) -> Vec<super::loader::LoadRequest> {
+        let identity_mask = self
+            .identity_active()
+            .and_then(|v| v.record.mask_file.as_deref());
+        let mut all: Vec<(bool, &Version)> = Vec::new();
+        for set in std::iter::once(&self.identity).chain(self.frames.values()) {
+            for (i, v) in set.versions.iter().enumerate() {
+                all.push((set.active == Some(i), v));
+            }
+        }
+        // Stable order: active first, then by id (the project's order).
+        all.sort_by_key(|(active, v)| (!active, v.id));
+        let mut seen = std::collections::HashSet::new();
+        all.into_iter()
+            .filter(|(_, v)| matches!(v.pixels, ImageState::Loading) && seen.insert(v.id))
+            .map(|(_, v)| {
+                super::loader::LoadRequest::for_version(dir, v.id, &v.record, identity_mask)
+            })
+            .collect()
     }
 }
 
@@ -449,19 +705,11 @@ mod tests {
         b.frames.iter().map(|f| f.action.clone()).collect()
     }
 
-    fn metadata() -> GenerationMetadata {
-        GenerationMetadata {
-            prompt: String::new(),
-            segments: vec![],
-            seed: 0,
-            model: "tiny".into(),
+    fn record(file: &str) -> FrameVersion {
+        FrameVersion {
+            file: file.into(),
             steps: 2,
-            guidance: 3.5,
-            width: 8,
-            height: 8,
-            methods: MethodSettings::default(),
-            methods_used: vec![],
-            seconds: 0.0,
+            ..Default::default()
         }
     }
 
@@ -506,15 +754,18 @@ mod tests {
         for _ in 0..3 {
             r.add_version(
                 f,
+                record("frames/a.png"),
                 RgbImage::new(400, 200),
                 FrameAnalysis::default(),
-                metadata(),
             );
         }
         assert_eq!(r.of(f).unwrap().active, Some(2));
         // Thumbnails keep the aspect ratio.
         assert_eq!(
-            r.of(f).unwrap().versions[0].thumbnail.dimensions(),
+            r.of(f).unwrap().versions[0]
+                .thumbnail()
+                .unwrap()
+                .dimensions(),
             (160, 80)
         );
         r.delete_version(f, 0);
@@ -555,5 +806,103 @@ mod tests {
         assert_eq!(next_seed(5), next_seed(5));
         assert_ne!(next_seed(5), next_seed(6));
         assert!(next_seed(u64::MAX) < 1_000_000_000);
+    }
+
+    /// A project with every field away from its default.
+    pub(crate) fn full_project() -> Project {
+        let version = |file: &str, seed: u64| FrameVersion {
+            file: file.into(),
+            created: 1_700_000_000,
+            seed,
+            steps: 7,
+            guidance: 2.5,
+            width: 64,
+            height: 48,
+            model: "built-in".into(),
+            methods: vec!["CharaConsist".into()],
+            mask_file: Some(format!("{file}.mask.png")),
+            matches_file: Some(format!("{file}.matches.csv")),
+            metadata: [("seconds".to_string(), "1.5".to_string())].into(),
+            missing: true,
+        };
+        let mut methods = MethodSettings::default();
+        methods.characonsist_enabled = true;
+        methods.asemconsist_enabled = true;
+        methods.bank_budget_mib = 123;
+        let frame = |id: u64, ms: u32| crate::project::Frame {
+            id,
+            background: format!("room {id}"),
+            action: format!("act {id}"),
+            dialogue: "hi".into(),
+            notes: "n".into(),
+            duration_ms: ms,
+            seed: id * 11,
+            seed_locked: id % 2 == 0,
+            scene: 3,
+            versions: vec![version("frames/a.png", 1), version("frames/b.png", 2)],
+            active_version: Some(0),
+        };
+        Project {
+            format_version: crate::project::CURRENT_FORMAT_VERSION,
+            title: "T".into(),
+            identity: Identity {
+                prompt: "a fox".into(),
+                seed: 42,
+                versions: vec![version("frames/identity-01.png", 9)],
+                active_version: Some(0),
+            },
+            style: "ink".into(),
+            frames: vec![frame(5, 1234), frame(2, 33), frame(9, 2500)],
+            generation: crate::project::GenerationSettings {
+                steps: 9,
+                guidance: 4.25,
+                width: 640,
+                height: 480,
+                aspect: ProjectAspect::Custom,
+            },
+            methods,
+            model: ModelChoice::TinyRandom { seed: 3 },
+            scenes: vec![Scene {
+                id: 3,
+                name: "roof".into(),
+            }],
+            next_id: 17,
+        }
+    }
+
+    #[test]
+    fn project_round_trips_through_the_storyboard() {
+        let project = full_project();
+        let (board, renders) = Storyboard::from_project(project.clone());
+        assert_eq!(board.to_project(&renders), project);
+        // Missing files are shown as missing, not loaded.
+        assert!(renders.active(5).unwrap().missing_reason().is_some());
+        assert_eq!(board.frames[0].duration, 1.234);
+    }
+
+    #[test]
+    fn load_requests_put_active_versions_first() {
+        let mut project = full_project();
+        for f in &mut project.frames {
+            for v in &mut f.versions {
+                v.missing = false;
+            }
+            f.active_version = Some(1);
+        }
+        let (_, renders) = Storyboard::from_project(project);
+        let requests = renders.load_requests(std::path::Path::new("p"));
+        // Identity missing; 3 frames x 2 versions.
+        assert_eq!(requests.len(), 6);
+        let active_ids: Vec<u64> = [5, 2, 9]
+            .iter()
+            .map(|&f| renders.active(f).unwrap().id)
+            .collect();
+        for r in &requests[..3] {
+            assert!(active_ids.contains(&r.version_id));
+        }
+        assert_eq!(
+            requests[0].identity_mask.as_deref(),
+            Some(std::path::Path::new("p/frames/identity-01.png.mask.png"))
+        );
     }
 }

@@ -10,7 +10,12 @@ pub fn count_active(state: &AppState) -> usize {
         .doc
         .frames
         .iter()
-        .filter(|f| state.renders.active(f.id).is_some())
+        .filter(|f| {
+            state
+                .renders
+                .active(f.id)
+                .is_some_and(|v| v.image().is_some())
+        })
         .count()
 }
 
@@ -25,9 +30,9 @@ pub fn write_png_sequence(state: &AppState, dir: &Path) -> Result<usize, String>
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut written = 0;
     for (i, frame) in state.doc.frames.iter().enumerate() {
-        if let Some(v) = state.renders.active(frame.id) {
+        if let Some(image) = state.renders.active(frame.id).and_then(|v| v.image()) {
             let path = dir.join(sequence_name(i));
-            v.image
+            image
                 .save(&path)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
             written += 1;
@@ -41,8 +46,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::consistency::{FrameAnalysis, MethodSettings};
-    use crate::engine::GenerationMetadata;
+    use crate::consistency::FrameAnalysis;
+    use crate::project::FrameVersion;
 
     #[test]
     fn writes_numbered_pngs_for_frames_with_images() {
@@ -50,25 +55,12 @@ mod tests {
         let a = state.add_frame();
         let _empty = state.add_frame();
         let c = state.add_frame();
-        let meta = GenerationMetadata {
-            prompt: String::new(),
-            segments: vec![],
-            seed: 1,
-            model: "tiny".into(),
-            steps: 1,
-            guidance: 1.0,
-            width: 4,
-            height: 2,
-            methods: MethodSettings::default(),
-            methods_used: vec![],
-            seconds: 0.0,
-        };
         for id in [a, c] {
             state.renders.add_version(
                 id,
+                FrameVersion::default(),
                 image::RgbImage::from_pixel(4, 2, image::Rgb([10, 20, 30])),
                 FrameAnalysis::default(),
-                meta.clone(),
             );
         }
         assert_eq!(count_active(&state), 2);

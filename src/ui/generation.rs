@@ -44,6 +44,7 @@ pub enum Outcome {
     IdentityDone {
         image: RgbImage,
         analysis: crate::consistency::FrameAnalysis,
+        metadata: Box<crate::engine::GenerationMetadata>,
     },
     /// An error to show (toast + log).
     Error {
@@ -202,7 +203,15 @@ impl GenerationTracker {
                 }
                 Outcome::Nothing
             }
-            Event::IdentityDone { image, analysis, .. } => Outcome::IdentityDone { image, analysis },
+            Event::IdentityDone {
+                image,
+                analysis,
+                metadata,
+            } => Outcome::IdentityDone {
+                image,
+                analysis,
+                metadata,
+            },
             Event::FrameDone(result) => {
                 self.finish(result.frame_id, None);
                 Outcome::FrameDone(result)

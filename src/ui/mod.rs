@@ -11,6 +11,7 @@ pub mod export;
 pub mod generation;
 pub mod history;
 pub mod inspector;
+pub mod loader;
 pub mod logging;
 pub mod models;
 pub mod overlay;

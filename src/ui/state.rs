@@ -2,15 +2,18 @@
 //! generated images, the selection, the engine connection and the view choices. Every
 //! user action is a plain method here, so tests drive the app without a window.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::engine::{EngineHandle, Job, ModelSpec};
+use crate::consistency::FrameAnalysis;
+use crate::engine::{EngineHandle, FrameResult, GenerationMetadata, Job, ModelSpec, StoryContext};
+use crate::project::{self, Autosaver, FrameVersion, Project, Recovery};
 
 use super::document::{Renders, Storyboard, next_seed};
 use super::generation::{FrameStatus, GenerationTracker, ModelState, Outcome};
 use super::history::{EditKey, History};
+use super::loader::{AFS_KEY, ImageLoader, MASK_STEP_KEY};
 use super::models::ModelsPage;
 use super::overlay::OverlaySettings;
 
@@ -18,6 +21,91 @@ use super::overlay::OverlaySettings;
 pub const UNDO_LIMIT: usize = 200;
 /// Seconds a toast stays.
 pub const TOAST_SECONDS: f64 = 6.0;
+/// Longest time unsaved edits wait for an autosave.
+pub const AUTOSAVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Something that waits for the answer to "Save your changes?".
+#[derive(Debug, Clone, PartialEq)]
+pub enum PendingAction {
+    Quit,
+    Open(PathBuf),
+    New(PathBuf),
+}
+
+/// The answers of the unsaved-changes prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnsavedChoice {
+    Save,
+    Discard,
+    Cancel,
+}
+
+/// Seconds since the Unix epoch, for version records.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The record of an image made while the storyboard has no project folder: no file yet
+/// ([`AppState::save_as`] writes it).
+fn unsaved_record(meta: &GenerationMetadata, created: u64) -> FrameVersion {
+    FrameVersion {
+        file: String::new(),
+        created,
+        seed: meta.seed,
+        steps: meta.steps,
+        guidance: meta.guidance,
+        width: meta.width,
+        height: meta.height,
+        model: meta.model.clone(),
+        methods: meta.methods_used.clone(),
+        metadata: [
+            ("seconds".to_string(), format!("{:.1}", meta.seconds)),
+            ("prompt".to_string(), meta.prompt.clone()),
+        ]
+        .into(),
+        ..Default::default()
+    }
+}
+
+/// Copies a version's image, mask and matches from one project folder to another (files
+/// already there are kept).
+fn copy_version_files(
+    from: &Path,
+    to: &Path,
+    record: &FrameVersion,
+) -> Result<(), project::ProjectError> {
+    let files = std::iter::once(record.file.as_str())
+        .chain(record.mask_file.as_deref())
+        .chain(record.matches_file.as_deref());
+    for rel in files {
+        let (Some(src), Some(dst)) = (
+            project::store::resolve(from, rel),
+            project::store::resolve(to, rel),
+        ) else {
+            continue;
+        };
+        if src.is_file() && !dst.exists() {
+            std::fs::copy(&src, &dst).map_err(|e| project::ProjectError::io(&dst, "written", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Keeps what the methods decided in the version's record (masks and matches have files).
+fn record_decisions(record: &mut FrameVersion, analysis: &FrameAnalysis) {
+    if let Some(afs) = &analysis.afs
+        && let Ok(text) = ron::to_string(afs)
+    {
+        record.metadata.insert(AFS_KEY.into(), text);
+    }
+    if let Some(c) = &analysis.characonsist {
+        record
+            .metadata
+            .insert(MASK_STEP_KEY.into(), c.extraction_step.to_string());
+    }
+}
 
 /// Which frames are selected; `focus` is the one the inspector and viewer show.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -215,7 +303,19 @@ pub struct AppState {
     pub show_log: bool,
     /// Unsaved edits since the last save.
     pub dirty: bool,
+    /// The project folder; `None` until the storyboard is saved somewhere.
     pub project_path: Option<PathBuf>,
+    /// When to autosave, and the save state shown in the status bar.
+    pub autosaver: Autosaver,
+    /// Newer unsaved work found on open, offered to the user.
+    pub recovery: Option<Recovery>,
+    /// Why a project could not be opened (names the file, line and column).
+    pub open_error: Option<String>,
+    /// An action waiting for the answer to the unsaved-changes prompt.
+    pub confirm: Option<PendingAction>,
+    /// The user agreed to quit; the window may close.
+    pub quit_confirmed: bool,
+    loader: Option<ImageLoader>,
     /// The model asked for (loaded on the first generation if not yet).
     pub model_spec: Option<ModelSpec>,
     engine: Option<EngineHandle>,
@@ -241,6 +341,12 @@ impl AppState {
             show_log: false,
             dirty: false,
             project_path: None,
+            autosaver: Autosaver::new(AUTOSAVE_INTERVAL, None),
+            recovery: None,
+            open_error: None,
+            confirm: None,
+            quit_confirmed: false,
+            loader: None,
             model_spec: model,
             engine: None,
             notify,
@@ -258,9 +364,15 @@ impl AppState {
         let r = f(&mut self.doc);
         if self.doc != before {
             self.history.record(&before, key);
-            self.dirty = true;
+            self.mark_dirty();
         }
         r
+    }
+
+    /// The document changed (edits, a chosen or deleted version, a finished frame).
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+        self.autosaver.mark_dirty(Instant::now());
     }
 
     pub fn undo(&mut self) -> bool {
@@ -293,7 +405,7 @@ impl AppState {
         {
             self.selection.select_only(first);
         }
-        self.dirty = true;
+        self.mark_dirty();
     }
 
     /// N: a new frame after the focused one (or at the end); it becomes the selection.
@@ -428,6 +540,405 @@ impl AppState {
         });
     }
 
+    // ----- project -----
+
+    /// The story for the engine, with the project's cache folder for the identity bank.
+    pub fn story_context(&self) -> StoryContext {
+        let mut story = self.doc.story_context();
+        story.cache_dir = self
+            .project_path
+            .as_ref()
+            .map(|dir| dir.join(project::CACHE_DIR));
+        story
+    }
+
+    /// The project as it would be saved now.
+    pub fn project(&self) -> Project {
+        self.doc.to_project(&self.renders)
+    }
+
+    /// Whether quitting or opening another project now would lose edits.
+    pub fn has_unsaved_changes(&self) -> bool {
+        self.dirty
+    }
+
+    /// The save state for the status bar.
+    pub fn save_label(&self) -> String {
+        match (&self.project_path, self.dirty) {
+            (None, false) => "Not saved to a project folder".into(),
+            (None, true) => "Unsaved changes (no project folder yet)".into(),
+            (Some(_), _) => self.autosaver.state().label(),
+        }
+    }
+
+    /// Makes `project` the document (no undo history, nothing dirty) and starts decoding its
+    /// images when it lives in a folder.
+    pub fn set_project(
+        &mut self,
+        dir: Option<PathBuf>,
+        project: Project,
+        saved_at: Option<SystemTime>,
+    ) {
+        let (doc, renders) = Storyboard::from_project(project);
+        self.doc = doc;
+        self.renders = renders;
+        self.history = History::new(UNDO_LIMIT);
+        self.selection.clear();
+        if let Some(first) = self.doc.frames.first() {
+            self.selection.select_only(first.id);
+        }
+        self.viewer = ViewerState::default();
+        self.dirty = false;
+        self.autosaver = Autosaver::new(AUTOSAVE_INTERVAL, saved_at);
+        self.recovery = None;
+        self.loader = dir.as_ref().map(|d| {
+            let notify = self.notify.clone();
+            ImageLoader::spawn(self.renders.load_requests(d), notify)
+        });
+        self.project_path = dir;
+    }
+
+    /// Opens a project folder. On failure the current storyboard stays as it was and
+    /// `open_error` says why (a file that does not parse is never overwritten: the folder
+    /// is not adopted, so nothing saves into it).
+    pub fn open_project(&mut self, dir: &Path) -> bool {
+        match project::open(dir) {
+            Ok(outcome) => {
+                let saved_at = std::fs::metadata(dir.join(project::PROJECT_FILE))
+                    .and_then(|m| m.modified())
+                    .ok();
+                self.set_project(Some(dir.to_path_buf()), outcome.project, saved_at);
+                self.recovery = outcome.recovery;
+                self.open_error = None;
+                if !outcome.missing.is_empty() {
+                    let first = &outcome.missing[0].file;
+                    self.show_error(format!(
+                        "{} image(s) missing from the project folder (first: {first}); \
+                         those frames show \"missing\"",
+                        outcome.missing.len()
+                    ));
+                }
+                for w in outcome.warnings {
+                    self.show_info(w);
+                }
+                tracing::info!("opened project {}", dir.display());
+                true
+            }
+            Err(e) => {
+                let message = e.to_string();
+                tracing::error!("{message}");
+                self.open_error = Some(message);
+                false
+            }
+        }
+    }
+
+    /// Recover: the autosaved work becomes the document (still unsaved: `project.ron` is
+    /// older until the next save).
+    pub fn accept_recovery(&mut self) {
+        let Some(recovery) = self.recovery.take() else {
+            return;
+        };
+        let dir = self.project_path.clone();
+        self.set_project(dir, recovery.project, None);
+        self.mark_dirty();
+    }
+
+    /// Open saved: the autosave is removed so it is not offered again.
+    pub fn decline_recovery(&mut self) {
+        if self.recovery.take().is_some()
+            && let Some(dir) = &self.project_path
+            && let Err(e) = project::discard_autosave(dir)
+        {
+            self.show_error(e.to_string());
+        }
+    }
+
+    /// Saves to the project folder (atomically, keeping a backup). False with a message
+    /// when it failed or there is no folder yet.
+    pub fn save(&mut self) -> bool {
+        let Some(dir) = self.project_path.clone() else {
+            self.show_error("Choose a project folder first (File > Save as…)");
+            return false;
+        };
+        match project::save(&dir, &self.project()) {
+            Ok(()) => {
+                self.dirty = false;
+                self.autosaver.saved(SystemTime::now());
+                true
+            }
+            Err(e) => {
+                let message = e.to_string();
+                self.autosaver.save_failed(message.clone());
+                self.show_error(format!("Saving failed: {message}"));
+                false
+            }
+        }
+    }
+
+    /// Saves into another folder, which becomes the project folder. The images, masks and
+    /// matches come along; images made before there was a folder are written now.
+    pub fn save_as(&mut self, dir: &Path) -> bool {
+        match self.write_folder(dir) {
+            Ok(()) => {
+                self.project_path = Some(dir.to_path_buf());
+                self.save()
+            }
+            Err(e) => {
+                self.show_error(format!("Saving failed: {e}"));
+                false
+            }
+        }
+    }
+
+    fn write_folder(&mut self, dir: &Path) -> Result<(), project::ProjectError> {
+        if dir.join(project::PROJECT_FILE).exists() && self.project_path.as_deref() != Some(dir) {
+            // Parse it: a folder whose project cannot be read is never overwritten.
+            project::load_project_file(&dir.join(project::PROJECT_FILE))?;
+        }
+        for sub in [project::FRAMES_DIR, project::CACHE_DIR] {
+            let path = dir.join(sub);
+            std::fs::create_dir_all(&path)
+                .map_err(|e| project::ProjectError::io(&path, "created", e))?;
+        }
+        let old = self.project_path.clone().filter(|old| old != dir);
+        let story = self.doc.story_context();
+        let frame_ids: Vec<Option<u64>> = std::iter::once(None)
+            .chain(self.renders.frames.keys().map(|&id| Some(id)))
+            .collect();
+        for frame_id in frame_ids {
+            let job = frame_id
+                .and_then(|id| self.doc.frame(id))
+                .map(|f| self.doc.frame_job(f));
+            let owner = frame_id.map_or("identity".to_string(), |id| format!("{id:05}"));
+            let set = match frame_id {
+                None => &mut self.renders.identity,
+                Some(id) => self.renders.frames.get_mut(&id).expect("listed above"),
+            };
+            for (n, v) in set.versions.iter_mut().enumerate() {
+                if let Some(old) = &old {
+                    copy_version_files(old, dir, &v.record)?;
+                }
+                let Some(image) = v.image().cloned().filter(|_| v.record.file.is_empty()) else {
+                    continue;
+                };
+                let settings = project::ImageSettings {
+                    prompt: v.record.metadata.get("prompt").cloned().unwrap_or_default(),
+                    identity: story.identity.clone(),
+                    style: story.style.clone(),
+                    background: job
+                        .as_ref()
+                        .map(|j| j.background.clone())
+                        .unwrap_or_default(),
+                    action: job.as_ref().map(|j| j.action.clone()).unwrap_or_default(),
+                    seed: v.record.seed,
+                    model: v.record.model.clone(),
+                    steps: v.record.steps,
+                    guidance: v.record.guidance,
+                    width: v.record.width,
+                    height: v.record.height,
+                    methods: self.doc.settings.methods.clone(),
+                    methods_used: v.record.methods.clone(),
+                };
+                let (mask, matches) = project::engine_link::analysis_files(&v.analysis);
+                let stored = project::store_image(
+                    dir,
+                    &owner,
+                    n + 1,
+                    &image,
+                    &settings,
+                    mask.as_ref(),
+                    &matches,
+                    v.record.created,
+                )?;
+                v.record = FrameVersion {
+                    metadata: std::mem::take(&mut v.record.metadata),
+                    ..stored
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates an empty project in `dir` and makes it the document.
+    pub fn new_project(&mut self, dir: &Path) -> bool {
+        if dir.join(project::PROJECT_FILE).exists() {
+            self.show_error(format!(
+                "{} already holds a project: use File > Open project…",
+                dir.display()
+            ));
+            return false;
+        }
+        let project = Project::default();
+        match project::create(dir, &project) {
+            Ok(()) => {
+                self.set_project(Some(dir.to_path_buf()), project, Some(SystemTime::now()));
+                true
+            }
+            Err(e) => {
+                self.show_error(format!("The project could not be created: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Writes `autosave.ron` when the autosaver says it is time. Never touches
+    /// `project.ron`.
+    pub fn autosave_tick(&mut self, now: Instant) {
+        let Some(dir) = self.project_path.clone() else {
+            return;
+        };
+        if !self.autosaver.should_autosave(now) {
+            return;
+        }
+        let result = project::write_autosave(&dir, &self.project());
+        // Either way the next attempt waits for new work or the interval.
+        self.autosaver.autosaved();
+        if let Err(e) = result {
+            let message = e.to_string();
+            self.autosaver.save_failed(message.clone());
+            self.show_error(format!("Autosave failed: {message}"));
+        }
+    }
+
+    /// Images the loader decoded since the last call go into their versions.
+    pub fn poll_images(&mut self) -> usize {
+        let Some(loader) = &mut self.loader else {
+            return 0;
+        };
+        let loaded = loader.poll();
+        let done = loader.remaining() == 0;
+        let n = loaded.len();
+        for l in loaded {
+            self.renders.attach(l);
+        }
+        if done {
+            self.loader = None;
+        }
+        n
+    }
+
+    /// Blocks until every image of the opened project is decoded (tests, benchmark).
+    pub fn wait_for_images(&mut self) {
+        if let Some(mut loader) = self.loader.take() {
+            for l in loader.wait_all() {
+                self.renders.attach(l);
+            }
+        }
+    }
+
+    /// Asks before an action that would drop unsaved edits: true when it may go ahead now,
+    /// otherwise the prompt is shown and the action waits in `confirm`.
+    pub fn request(&mut self, action: PendingAction) -> bool {
+        if action == PendingAction::Quit && self.quit_confirmed {
+            return true;
+        }
+        if !self.has_unsaved_changes() {
+            if action == PendingAction::Quit {
+                self.quit_confirmed = true;
+            }
+            return true;
+        }
+        self.confirm = Some(action);
+        false
+    }
+
+    /// The answer to the unsaved-changes prompt. Returns the action that may now go ahead
+    /// (after a successful save, or discarding); `None` keeps working.
+    pub fn answer_unsaved(&mut self, choice: UnsavedChoice) -> Option<PendingAction> {
+        let action = self.confirm.take()?;
+        let go = match choice {
+            UnsavedChoice::Cancel => false,
+            UnsavedChoice::Discard => true,
+            UnsavedChoice::Save => self.save(),
+        };
+        if !go {
+            // A failed save keeps the prompt away; the error toast says why.
+            return None;
+        }
+        if action == PendingAction::Quit {
+            self.quit_confirmed = true;
+        }
+        Some(action)
+    }
+
+    /// Carries out an action the user confirmed.
+    pub fn perform(&mut self, action: PendingAction) {
+        match action {
+            PendingAction::Quit => self.quit_confirmed = true,
+            PendingAction::Open(dir) => {
+                self.open_project(&dir);
+            }
+            PendingAction::New(dir) => {
+                self.new_project(&dir);
+            }
+        }
+    }
+
+    /// A finished frame: its files go into the project folder and it becomes the frame's
+    /// active version; the autosave follows at once.
+    fn store_frame(&mut self, result: FrameResult, now: Instant) {
+        let created = unix_now();
+        let mut record = None;
+        if let Some(dir) = self.project_path.clone() {
+            let mut project = self.project();
+            let (mask, matches) = project::engine_link::analysis_files(&result.analysis);
+            match project::store_frame_result(
+                &dir,
+                &mut project,
+                &result,
+                mask.as_ref(),
+                &matches,
+                created,
+            ) {
+                Ok(Some(i)) => {
+                    record = project
+                        .frame(result.frame_id)
+                        .and_then(|f| f.versions.get(i))
+                        .cloned();
+                }
+                Ok(None) => {}
+                Err(e) => self.show_error(format!("The finished frame could not be saved: {e}")),
+            }
+        }
+        let mut record = record.unwrap_or_else(|| unsaved_record(&result.metadata, created));
+        record_decisions(&mut record, &result.analysis);
+        self.renders
+            .add_version(result.frame_id, record, result.image, result.analysis);
+        self.dirty = true;
+        self.autosaver.frame_finished(now);
+    }
+
+    fn store_identity(
+        &mut self,
+        image: image::RgbImage,
+        analysis: FrameAnalysis,
+        metadata: GenerationMetadata,
+        now: Instant,
+    ) {
+        let created = unix_now();
+        let mut record = None;
+        if let Some(dir) = self.project_path.clone() {
+            let mut project = self.project();
+            match project::engine_link::store_identity_image(
+                &dir,
+                &mut project,
+                &image,
+                &analysis,
+                &metadata,
+                created,
+            ) {
+                Ok(i) => record = project.identity.versions.get(i).cloned(),
+                Err(e) => self.show_error(format!("The identity image could not be saved: {e}")),
+            }
+        }
+        let mut record = record.unwrap_or_else(|| unsaved_record(&metadata, created));
+        record_decisions(&mut record, &analysis);
+        self.renders.add_identity_version(record, image, analysis);
+        self.dirty = true;
+        self.autosaver.frame_finished(now);
+    }
+
     // ----- engine -----
 
     pub fn engine_running(&self) -> bool {
@@ -484,7 +995,7 @@ impl AppState {
         let sent: Vec<u64> = frames.iter().map(|f| f.frame_id).collect();
         self.tracker.start(&sent, self.doc.settings.steps);
         let job = Job::Generate {
-            story: self.doc.story_context(),
+            story: self.story_context(),
             frames,
             settings: self.doc.render_settings(),
         };
@@ -512,7 +1023,7 @@ impl AppState {
         }
         self.tracker.start(&[job.frame_id], self.doc.settings.steps);
         let job = Job::Regenerate {
-            story: self.doc.story_context(),
+            story: self.story_context(),
             frame: job,
             settings: self.doc.render_settings(),
         };
@@ -540,28 +1051,12 @@ impl AppState {
         for e in events {
             match self.tracker.on_event(e, now) {
                 Outcome::Nothing | Outcome::ModelLoaded => {}
-                Outcome::FrameDone(result) => {
-                    let r = *result;
-                    self.renders
-                        .add_version(r.frame_id, r.image, r.analysis, r.metadata);
-                    self.dirty = true;
-                }
-                Outcome::IdentityDone { image, analysis } => {
-                    let metadata = crate::engine::GenerationMetadata {
-                        prompt: self.doc.identity.clone(),
-                        segments: vec![self.doc.identity.clone()],
-                        seed: self.doc.identity_seed,
-                        model: String::new(),
-                        steps: self.doc.settings.steps,
-                        guidance: self.doc.settings.guidance,
-                        width: image.width(),
-                        height: image.height(),
-                        methods: self.doc.settings.methods.clone(),
-                        methods_used: vec![],
-                        seconds: 0.0,
-                    };
-                    self.renders.set_identity(image, analysis, metadata);
-                }
+                Outcome::FrameDone(result) => self.store_frame(*result, now),
+                Outcome::IdentityDone {
+                    image,
+                    analysis,
+                    metadata,
+                } => self.store_identity(image, analysis, *metadata, now),
                 Outcome::Error { frame_id, message } => {
                     let text = match frame_id.and_then(|id| self.doc.index_of(id)) {
                         Some(i) => format!("Frame {}: {message}", i + 1),

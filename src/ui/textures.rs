@@ -31,27 +31,29 @@ pub struct Textures {
 }
 
 impl Textures {
-    /// The full-size texture of a version.
-    pub fn full(&mut self, ctx: &Context, version: &Version) -> (TextureId, Vec2) {
+    /// The full-size texture of a version (`None` while its image is loading or missing).
+    pub fn full(&mut self, ctx: &Context, version: &Version) -> Option<(TextureId, Vec2)> {
+        let image = version.image()?;
         let tex = self.full.entry(version.id).or_insert_with(|| {
             ctx.load_texture(
                 format!("version-{}", version.id),
-                colour_image(&version.image),
+                colour_image(image),
                 TextureOptions::LINEAR,
             )
         });
-        (tex.id(), size_of(&version.image))
+        Some((tex.id(), size_of(image)))
     }
 
-    pub fn thumbnail(&mut self, ctx: &Context, version: &Version) -> (TextureId, Vec2) {
+    pub fn thumbnail(&mut self, ctx: &Context, version: &Version) -> Option<(TextureId, Vec2)> {
+        let image = version.thumbnail()?;
         let tex = self.thumbs.entry(version.id).or_insert_with(|| {
             ctx.load_texture(
                 format!("thumb-{}", version.id),
-                colour_image(&version.thumbnail),
+                colour_image(image),
                 TextureOptions::LINEAR,
             )
         });
-        (tex.id(), size_of(&version.thumbnail))
+        Some((tex.id(), size_of(image)))
     }
 
     /// The live preview of a running frame (re-uploaded only when its pixels change size or
@@ -79,23 +81,25 @@ impl Textures {
     }
 
     /// RGBA pixels of a version for the overlay shaders (converted once).
-    pub fn gpu_image(&mut self, version: &Version) -> GpuImage {
-        self.gpu
-            .entry(version.id)
-            .or_insert_with(|| {
-                let rgba: Vec<u8> = version
-                    .image
-                    .pixels()
-                    .flat_map(|p| [p.0[0], p.0[1], p.0[2], 255])
-                    .collect();
-                GpuImage {
-                    key: version.id,
-                    width: version.image.width(),
-                    height: version.image.height(),
-                    rgba: Arc::from(rgba),
-                }
-            })
-            .clone()
+    pub fn gpu_image(&mut self, version: &Version) -> Option<GpuImage> {
+        let image = version.image()?;
+        Some(
+            self.gpu
+                .entry(version.id)
+                .or_insert_with(|| {
+                    let rgba: Vec<u8> = image
+                        .pixels()
+                        .flat_map(|p| [p.0[0], p.0[1], p.0[2], 255])
+                        .collect();
+                    GpuImage {
+                        key: version.id,
+                        width: image.width(),
+                        height: image.height(),
+                        rgba: Arc::from(rgba),
+                    }
+                })
+                .clone(),
+        )
     }
 
     /// Drops the textures of versions that no longer exist.

@@ -21,10 +21,15 @@ const THUMB_HEIGHT: f32 = 80.0;
 pub enum CardStatus {
     Empty,
     Queued,
-    Running { step: usize, of: usize },
+    Running {
+        step: usize,
+        of: usize,
+    },
     Done,
     Failed(String),
     Cancelled,
+    /// The active version's image is not in the project folder.
+    Missing,
 }
 
 impl CardStatus {
@@ -36,6 +41,7 @@ impl CardStatus {
             CardStatus::Done => "done".into(),
             CardStatus::Failed(_) => "failed".into(),
             CardStatus::Cancelled => "cancelled".into(),
+            CardStatus::Missing => "missing".into(),
         }
     }
 }
@@ -52,8 +58,11 @@ pub fn card_status(state: &AppState, frame_id: u64) -> CardStatus {
         Some(FrameStatus::Cancelled) if state.renders.active(frame_id).is_none() => {
             CardStatus::Cancelled
         }
-        _ if state.renders.active(frame_id).is_some() => CardStatus::Done,
-        _ => CardStatus::Empty,
+        _ => match state.renders.active(frame_id) {
+            Some(v) if v.missing_reason().is_some() => CardStatus::Missing,
+            Some(_) => CardStatus::Done,
+            None => CardStatus::Empty,
+        },
     }
 }
 
@@ -235,7 +244,7 @@ fn paint_card(
         .flatten();
     let texture = match (preview, state.renders.active(frame_id)) {
         (Some(p), _) => Some(textures.preview(ui.ctx(), frame_id, p)),
-        (None, Some(v)) => Some(textures.thumbnail(ui.ctx(), v)),
+        (None, Some(v)) => textures.thumbnail(ui.ctx(), v),
         _ => None,
     };
     if let Some((tex, size)) = texture {
@@ -277,7 +286,7 @@ fn paint_card(
     }
     y += 18.0;
     let status_colour = match status {
-        CardStatus::Failed(_) => visuals.error_fg_color,
+        CardStatus::Failed(_) | CardStatus::Missing => visuals.error_fg_color,
         CardStatus::Done => Color32::from_rgb(110, 190, 110),
         _ => weak,
     };
@@ -304,10 +313,10 @@ fn paint_card(
         .renders
         .active(frame_id)
         .map(|v| {
-            if v.metadata.methods_used.is_empty() {
+            if v.record.methods.is_empty() {
                 "vanilla".to_string()
             } else {
-                v.metadata.methods_used.join(", ")
+                v.record.methods.join(", ")
             }
         })
         .unwrap_or_default();

@@ -105,8 +105,8 @@ fn draw_image(
     };
     let painter = ui.painter_at(clip);
     match overlay {
-        Some(overlay) if gpu_overlays => {
-            let image = textures.gpu_image(version);
+        Some(overlay) if gpu_overlays && version.image().is_some() => {
+            let image = textures.gpu_image(version).expect("checked above");
             painter.add(egui_wgpu::Callback::new_paint_callback(
                 clip,
                 ImageOverlayCallback {
@@ -117,10 +117,35 @@ fn draw_image(
                 },
             ));
         }
-        _ => {
-            let (tex, _) = textures.full(ui.ctx(), version);
-            painter.image(tex, rect, uv_full(), Color32::WHITE);
-        }
+        _ => match textures.full(ui.ctx(), version) {
+            Some((tex, _)) => {
+                painter.image(tex, rect, uv_full(), Color32::WHITE);
+            }
+            None => {
+                let text = match version.missing_reason() {
+                    Some(why) => format!("Image missing\n{why}"),
+                    None => "Loading…".to_string(),
+                };
+                painter.text(
+                    rect.center(),
+                    egui::Align2::CENTER_CENTER,
+                    text,
+                    egui::FontId::proportional(14.0),
+                    ui.visuals().weak_text_color(),
+                );
+            }
+        },
+    }
+}
+
+/// Size of a version's image: the decoded pixels, else the size recorded in the project.
+fn version_size(version: &Version) -> egui::Vec2 {
+    match version.image() {
+        Some(img) => vec2(img.width() as f32, img.height() as f32),
+        None => vec2(
+            version.record.width.max(1) as f32,
+            version.record.height.max(1) as f32,
+        ),
     }
 }
 
@@ -192,7 +217,7 @@ pub fn viewer_ui(ui: &mut Ui, state: &mut AppState, textures: &mut Textures, gpu
         identity_placeholder(ui, state, textures, identity_pane);
         return;
     };
-    let image_size = vec2(version.image.width() as f32, version.image.height() as f32);
+    let image_size = version_size(&version);
     let frame_rect = zoomed_rect(image_size, frame_pane, state.viewer.zoom, state.viewer.pan);
     let data = version.overlay.clone();
 
@@ -208,13 +233,14 @@ pub fn viewer_ui(ui: &mut Ui, state: &mut AppState, textures: &mut Textures, gpu
                 frame_pane.max,
             );
             for (index, clip) in [(a, left), (b, right)] {
-                let (tex, _) = textures.full(ui.ctx(), &versions.0[index]);
-                ui.painter_at(clip.intersect(frame_pane)).image(
-                    tex,
-                    frame_rect,
-                    uv_full(),
-                    Color32::WHITE,
-                );
+                if let Some((tex, _)) = textures.full(ui.ctx(), &versions.0[index]) {
+                    ui.painter_at(clip.intersect(frame_pane)).image(
+                        tex,
+                        frame_rect,
+                        uv_full(),
+                        Color32::WHITE,
+                    );
+                }
             }
             ui.painter_at(frame_pane).vline(
                 split_x,
@@ -236,14 +262,11 @@ pub fn viewer_ui(ui: &mut Ui, state: &mut AppState, textures: &mut Textures, gpu
         ),
     }
 
-    let identity = state.renders.identity.clone();
+    let identity = state.renders.identity_active().cloned();
     let identity_rect = match (identity_pane, &identity) {
         (Some(pane), Some(id_version)) => {
             ui.painter().rect_filled(pane, 0.0, Color32::from_gray(18));
-            let size = vec2(
-                id_version.image.width() as f32,
-                id_version.image.height() as f32,
-            );
+            let size = version_size(id_version);
             let rect = fit_rect(size, pane.shrink(8.0));
             draw_image(
                 ui,
@@ -329,9 +352,12 @@ fn identity_placeholder(ui: &Ui, state: &AppState, textures: &mut Textures, pane
         return;
     };
     ui.painter().rect_filled(pane, 0.0, Color32::from_gray(18));
-    match &state.renders.identity {
-        Some(v) => {
-            let (tex, size) = textures.full(ui.ctx(), v);
+    match state
+        .renders
+        .identity_active()
+        .and_then(|v| textures.full(ui.ctx(), v))
+    {
+        Some((tex, size)) => {
             ui.painter().image(
                 tex,
                 fit_rect(size, pane.shrink(8.0)),
@@ -391,18 +417,25 @@ fn toolbar(ui: &mut Ui, state: &mut AppState, versions: &[Version], active: Opti
         ui.label("Versions:");
         for (i, v) in versions.iter().enumerate() {
             let text = format!("v{}", i + 1);
+            let r = &v.record;
             let tip = format!(
-                "seed {} · {} steps · guidance {:.1} · {}×{} · {:.1} s{}",
-                v.metadata.seed,
-                v.metadata.steps,
-                v.metadata.guidance,
-                v.metadata.width,
-                v.metadata.height,
-                v.metadata.seconds,
-                if v.metadata.methods_used.is_empty() {
+                "seed {} · {} steps · guidance {:.1} · {}×{}{}{}{}",
+                r.seed,
+                r.steps,
+                r.guidance,
+                r.width,
+                r.height,
+                v.seconds()
+                    .map_or(String::new(), |s| format!(" · {s:.1} s")),
+                if r.methods.is_empty() {
                     String::new()
                 } else {
-                    format!(" · {}", v.metadata.methods_used.join(", "))
+                    format!(" · {}", r.methods.join(", "))
+                },
+                if r.file.is_empty() {
+                    String::new()
+                } else {
+                    format!(" · {}", r.file)
                 }
             );
             if ui
@@ -411,7 +444,7 @@ fn toolbar(ui: &mut Ui, state: &mut AppState, versions: &[Version], active: Opti
                 .clicked()
             {
                 state.renders.set_active(frame_id, i);
-                state.dirty = true;
+                state.mark_dirty();
             }
         }
         if let Some(a) = active
@@ -422,7 +455,7 @@ fn toolbar(ui: &mut Ui, state: &mut AppState, versions: &[Version], active: Opti
         {
             state.renders.delete_version(frame_id, a);
             state.viewer.compare = None;
-            state.dirty = true;
+            state.mark_dirty();
         }
         if versions.len() >= 2 {
             let mut comparing = state.viewer.compare.is_some();

@@ -26,6 +26,15 @@ pub struct TokenMask {
 }
 
 impl TokenMask {
+    /// CharaConsist's mask, when it is a well-formed, non-empty grid.
+    pub fn from_method(m: &crate::consistency::characonsist::TokenMask) -> Option<Self> {
+        (m.rows > 0 && m.cols > 0 && m.fg.len() == m.rows * m.cols).then(|| Self {
+            rows: m.rows,
+            cols: m.cols,
+            fg: m.fg.clone(),
+        })
+    }
+
     pub fn fraction_foreground(&self) -> f32 {
         if self.fg.is_empty() {
             return 0.0;
@@ -59,15 +68,28 @@ pub struct OverlayData {
 }
 
 impl OverlayData {
-    /// The overlay data a frame's analysis carries. The analysis holds masks and matches
-    /// only for frames made with a method that computes them; otherwise this is empty and
-    /// the viewer offers no mask or match overlay.
-    pub fn from_analysis(
-        analysis: &crate::consistency::FrameAnalysis,
-        _image: &image::RgbImage,
-    ) -> Self {
-        let _ = analysis;
-        Self::default()
+    /// The overlay data a frame's analysis carries: CharaConsist's foreground masks of the
+    /// frame and of the identity at the extraction step, and its point matches. Frames made
+    /// without CharaConsist carry none, and the viewer offers no mask or match overlay.
+    pub fn from_analysis(analysis: &crate::consistency::FrameAnalysis) -> Self {
+        let Some(c) = &analysis.characonsist else {
+            return Self::default();
+        };
+        Self {
+            frame_grid: (c.frame_mask.rows, c.frame_mask.cols),
+            identity_grid: (c.identity_mask.rows, c.identity_mask.cols),
+            frame_mask: TokenMask::from_method(&c.frame_mask),
+            identity_mask: TokenMask::from_method(&c.identity_mask),
+            matches: c
+                .matches
+                .iter()
+                .map(|m| TokenMatch {
+                    frame_token: m.frame_token as usize,
+                    identity_token: m.identity_token as usize,
+                    similarity: m.similarity,
+                })
+                .collect(),
+        }
     }
 
     pub fn has_masks(&self) -> bool {
