@@ -297,3 +297,35 @@ fn a_model_that_cannot_load_becomes_an_error_message() {
     assert!(!s.tracker.is_busy());
     h.get_by_label_contains("Frame 1 · failed");
 }
+
+#[test]
+fn method_toggles_edit_the_project_settings_with_undo() {
+    let mut a = app(None);
+    a.state.add_frame();
+    let mut h = harness(a);
+    h.run();
+    assert!(!h.state().state.doc.settings.methods.characonsist_enabled);
+    h.get_by_label("CharaConsist").click();
+    h.run();
+    let m = &h.state().state.doc.settings.methods;
+    assert!(m.characonsist_enabled);
+    assert!(m.characonsist.point_tracking && m.characonsist.token_merge);
+    // Its settings appear once it is on.
+    h.get_by_label("Point tracking").click();
+    h.run();
+    h.get_by_label("Switch").click();
+    h.run();
+    let m = &h.state().state.doc.settings.methods;
+    assert!(!m.characonsist.point_tracking);
+    assert_eq!(
+        m.characonsist.background,
+        storyloom::consistency::characonsist::BackgroundMode::Switch
+    );
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    h.run();
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    h.run();
+    let m = &h.state().state.doc.settings.methods;
+    assert!(m.characonsist_enabled && m.characonsist.point_tracking);
+    assert!(h.state().state.has_unsaved_changes());
+}

@@ -128,6 +128,8 @@ pub enum FolderPurpose {
     New,
     /// Save as; then carry on with the action that asked for the save.
     SaveAs(Option<PendingAction>),
+    /// Where the export writes.
+    Export,
 }
 
 /// A folder dialog running on its own thread (native dialogs block their thread).
@@ -143,6 +145,7 @@ impl FolderDialog {
             FolderPurpose::Open => "Open a project folder",
             FolderPurpose::New => "Folder for the new project",
             FolderPurpose::SaveAs(_) => "Save the project into a folder",
+            FolderPurpose::Export => "Export into a folder",
         };
         std::thread::spawn(move || {
             let chosen = rfd::FileDialog::new().set_title(title).pick_folder();
@@ -219,6 +222,7 @@ impl StoryloomApp {
                     self.state.perform(PendingAction::New(dir));
                 }
             }
+            FolderPurpose::Export => self.export_folder = Some(dir),
             FolderPurpose::SaveAs(then) => {
                 if self.state.save_as(&dir)
                     && let Some(action) = then
@@ -560,10 +564,8 @@ impl StoryloomApp {
                     self.state.doc.frames.len()
                 ));
                 ui.horizontal(|ui| {
-                    if ui.button("Choose folder…").clicked()
-                        && let Some(dir) = rfd::FileDialog::new().pick_folder()
-                    {
-                        self.export_folder = Some(dir);
+                    if ui.button("Choose folder…").clicked() {
+                        self.pending_folder = Some(FolderPurpose::Export);
                     }
                     match &self.export_folder {
                         Some(d) => ui.label(d.display().to_string()),

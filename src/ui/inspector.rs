@@ -7,6 +7,7 @@ use egui::{DragValue, TextEdit, Ui};
 use crate::consistency::MethodSettings;
 use crate::consistency::asemconsist::afs::{self, AfsMode};
 use crate::consistency::asemconsist::{AsemPreset, AsemSettings, pad, stm};
+use crate::consistency::characonsist::{BackgroundMode, CharaConsistSettings};
 
 use super::document::{AspectPreset, GenerationSettings, next_seed};
 use super::history::EditKey;
@@ -165,7 +166,13 @@ fn generation_section(ui: &mut Ui, state: &mut AppState) {
         } else {
             EditKey::Command
         };
-        state.edit(key, |d| d.settings = s);
+        state.edit(key, |d| {
+            if (s.width, s.height) != (d.settings.width, d.settings.height) {
+                // The project keeps the shape's name; it follows a new size.
+                d.aspect = crate::project::AspectPreset::of_size(s.width, s.height);
+            }
+            d.settings = s;
+        });
     }
 }
 
@@ -240,16 +247,124 @@ fn methods_section(ui: &mut Ui, state: &mut AppState) {
 /// All method sections; returns true while a value is being dragged or typed.
 pub fn methods_ui(ui: &mut Ui, m: &mut MethodSettings, measured: Option<afs::AfsDecision>) -> bool {
     let mut dragging = false;
+    ui.checkbox(&mut m.characonsist_enabled, "CharaConsist")
+        .on_hover_text(
+            "Keeps the character's look (face, clothes, colours) the same in every frame by \
+             letting each frame look at the identity image while it is drawn, point by \
+             point. No training.\n\nPaper: CharaConsist (Wang et al., ICCV 2025).",
+        );
+    if m.characonsist_enabled {
+        ui.indent("chara", |ui| {
+            dragging |= characonsist_ui(ui, &mut m.characonsist, &mut m.bank_budget_mib);
+        });
+    }
     ui.checkbox(&mut m.asemconsist_enabled, "ASemConsist")
         .on_hover_text(
             "Selective text-embedding modification (STM), padding projection (PAD) and \
-             adaptive feature sharing (AFS): keeps the identity from the text side.",
+             adaptive feature sharing (AFS): keeps the character the same from the text \
+             side, so a description shared by every frame means the same look each time.\n\n\
+             Paper: ASemConsist.",
         );
     if m.asemconsist_enabled {
         ui.indent("asem", |ui| {
             dragging |= asemconsist_ui(ui, &mut m.asemconsist, measured);
         });
     }
+    dragging
+}
+
+/// CharaConsist's switches and numbers; returns true while a value is being dragged.
+fn characonsist_ui(ui: &mut Ui, c: &mut CharaConsistSettings, bank_budget_mib: &mut u64) -> bool {
+    let mut dragging = false;
+    ui.checkbox(&mut c.point_tracking, "Point tracking")
+        .on_hover_text(
+            "Each part of the character in a frame is matched to the same part in the \
+             identity image (a hand to the hand, a scarf to the scarf), even when the pose \
+             changes, so details land where they belong.\n\nCharaConsist: point-tracking \
+             attention (eqs. 10-17).",
+        );
+    ui.checkbox(&mut c.token_merge, "Token merge")
+        .on_hover_text(
+            "Blends the matched identity details into the frame early on, then lets go, so \
+             small details (patterns, buttons) stay consistent.\n\nCharaConsist: adaptive \
+             token merge (eq. 20).",
+        );
+    ui.horizontal(|ui| {
+        ui.label("Background").on_hover_text(
+            "Keep: every frame shares the identity's place. Switch: only the character is \
+             shared, each frame has its own environment. Mixed scenes: the first frame of \
+             each scene sets that scene's place.\n\nCharaConsist: background preservation \
+             and switching.",
+        );
+        for (mode, name) in [
+            (BackgroundMode::Keep, "Keep"),
+            (BackgroundMode::Switch, "Switch"),
+            (BackgroundMode::MixedScenes, "Mixed scenes"),
+        ] {
+            ui.radio_value(&mut c.background, mode, name);
+        }
+    });
+    egui::Grid::new("chara_grid").num_columns(2).show(ui, |ui| {
+        let l = ui.label("Mask step").on_hover_text(format!(
+            "When the character's outline and the point matches are taken: earlier is \
+             faster to settle, later is more precise. Counted on a {}-step schedule and \
+             scaled to the steps you use.\n\nCharaConsist: mask extraction (eqs. 6-9).",
+            c.num_steps
+        ));
+        let max = c.num_steps.saturating_sub(1).max(1);
+        let r = ui
+            .add(DragValue::new(&mut c.extraction_step).range(1..=max))
+            .labelled_by(l.id);
+        dragging |= r.dragged() || r.has_focus();
+        ui.end_row();
+        let l = ui.label("Match threshold").on_hover_text(
+            "How sure a match must be to be used: higher keeps only clear matches (safer), \
+             lower matches more of the character.\n\nCharaConsist: point matching (eq. 5).",
+        );
+        let r = ui
+            .add(
+                egui::Slider::new(&mut c.match_threshold, 0.0..=1.0)
+                    .step_by(0.01)
+                    .max_decimals(2),
+            )
+            .labelled_by(l.id);
+        dragging |= r.dragged() || r.has_focus();
+        ui.end_row();
+    });
+    egui::CollapsingHeader::new("Advanced")
+        .id_salt("chara_advanced")
+        .default_open(false)
+        .show(ui, |ui| {
+            egui::Grid::new("chara_advanced_grid")
+                .num_columns(2)
+                .show(ui, |ui| {
+                    let l = ui.label("Identity memory (MiB)").on_hover_text(
+                        "Memory the identity's stored attention may use. When the identity \
+                         and a frame fit together they run side by side; otherwise the \
+                         identity is stored once in half precision and read back.",
+                    );
+                    let r = ui
+                        .add(DragValue::new(bank_budget_mib).range(64..=65536).speed(64))
+                        .labelled_by(l.id);
+                    dragging |= r.dragged() || r.has_focus();
+                    ui.end_row();
+                    let l = ui.label("Merge strength").on_hover_text(
+                        "How strongly matched identity details are blended in before it \
+                         fades out.\n\nCharaConsist: alpha of eq. 20.",
+                    );
+                    let r = ui
+                        .add(DragValue::new(&mut c.alpha).range(0.0..=1.0).speed(0.01))
+                        .labelled_by(l.id);
+                    dragging |= r.dragged() || r.has_focus();
+                    ui.end_row();
+                    ui.label("Clean the mask").on_hover_text(
+                        "Removes specks and fills small holes in the character's outline \
+                         (erosion then dilation).",
+                    );
+                    ui.checkbox(&mut c.clean_mask, "");
+                    ui.end_row();
+                });
+        });
     dragging
 }
 

@@ -308,6 +308,40 @@ pub fn match_marks(
 mod tests {
     use super::*;
 
+    #[test]
+    fn overlay_data_from_characonsist_analysis() {
+        use crate::consistency::{FrameAnalysis, characonsist};
+        let mask = |rows, cols, fg: Vec<bool>| characonsist::TokenMask { rows, cols, fg };
+        let analysis = FrameAnalysis {
+            characonsist: Some(characonsist::FrameAnalysis {
+                frame_mask: mask(2, 3, vec![false, true, true, false, true, false]),
+                identity_mask: mask(1, 2, vec![true, false]),
+                matches: vec![characonsist::Match {
+                    frame_token: 4,
+                    identity_token: 0,
+                    similarity: 0.75,
+                }],
+                extraction_step: 10,
+            }),
+            afs: None,
+        };
+        let data = OverlayData::from_analysis(&analysis);
+        assert_eq!((data.frame_grid, data.identity_grid), ((2, 3), (1, 2)));
+        assert_eq!(data.frame_mask.as_ref().unwrap().fraction_foreground(), 0.5);
+        assert_eq!(
+            data.identity_mask.as_ref().unwrap().to_bytes(),
+            vec![255, 0]
+        );
+        assert_eq!(data.match_of(4).unwrap().identity_token, 0);
+        assert_eq!(frame_heat(6, &data.matches)[4], Some(0.75));
+        // A malformed mask (wrong length) is dropped, not drawn wrongly.
+        let mut bad = analysis.clone();
+        bad.characonsist.as_mut().unwrap().identity_mask.fg.pop();
+        assert!(OverlayData::from_analysis(&bad).identity_mask.is_none());
+        // Without CharaConsist there is nothing to overlay.
+        assert!(!OverlayData::from_analysis(&FrameAnalysis::default()).has_masks());
+    }
+
     fn rect(x: f32, y: f32, w: f32, h: f32) -> Rect {
         Rect::from_min_size(pos2(x, y), egui::vec2(w, h))
     }
