@@ -297,7 +297,7 @@ impl CharaConsistControl {
 
     /// Whether sample `sample`'s keys/values at (step, block) are read by frames of a full
     /// run: the identity's on foreground layers, and any background source's on background
-    /// layers (only those; see the bank estimate in `story`).
+    /// layers (only those; `budget` estimates the same).
     fn kv_needed(&self, sample: usize, step: usize, block: usize) -> bool {
         let full = LayerSharing::full_run(&self.s, step, block);
         let foreground = full.foreground && sample == self.identity;
