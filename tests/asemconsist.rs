@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicBool;
 use candle_core::{DType, Device, Tensor};
 use storyloom::consistency::asemconsist::story::{
     AsemPrompt, CombinedPromptError, combined_segments, encode_combined, encode_combined_with,
-    frame_roles, prepare, render_frames,
+    frame_roles, measure_ambiguity, prepare, render_frames,
 };
 use storyloom::consistency::asemconsist::{
     AfsMode, AsemPreset, AsemSettings, PromptLayout, SampleRole, SeparatorTokens,
@@ -410,6 +410,24 @@ fn the_decision_flips_at_the_measured_radius() {
     let (_, d) = prepare_with(&pipeline, &mut encoder, &frames, &SEEDS, &settings);
     let r = d.unwrap().radius.unwrap();
     assert!(r > 0.0);
+    // The calibration entry point measures the same radius.
+    let measured = measure_ambiguity(
+        &pipeline,
+        &mut encoder,
+        IDENTITY,
+        &frames,
+        9,
+        &SEEDS,
+        SIZE,
+        SIZE,
+        STEPS,
+        GUIDANCE,
+        &settings,
+        &no_cancel(),
+        |_| Ok(()),
+    )
+    .unwrap();
+    assert_eq!(measured, Some(r));
     // Radius > threshold means ambiguous (appendix C), so a threshold of exactly r does not
     // share; one just below does, and the identity record fills the cache.
     for (threshold, shares) in [(r.next_down(), true), (r, false), (r.next_up(), false)] {

@@ -37,7 +37,7 @@ pub use settings::{AsemPreset, AsemSettings, PromptLayout, SeparatorTokens};
 pub use stm::{ScaleParams, Selection, StmSettings, selective_expression, selective_suppression};
 pub use story::{
     AsemFrames, AsemPrompt, CombinedPromptError, asem_spans, combined_segments, encode_combined,
-    encode_combined_with, frame_roles, prepare, render_frames,
+    encode_combined_with, frame_roles, measure_ambiguity, prepare, render_frames,
 };
 
 /// Errors of the ASemConsist math.

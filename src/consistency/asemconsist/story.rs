@@ -257,6 +257,109 @@ impl PassShape {
     }
 }
 
+/// The AFS probe pass on `ctrl`: `{p_id + p_i}` (each encoded as `[identity, bg_i, act_i]`)
+/// in one batch up to the probe step, seeded per [`ProbeSeeds`]; the control keeps the probe
+/// features. Nothing runs for a story without frames.
+#[allow(clippy::too_many_arguments)]
+fn probe_pass(
+    pipeline: &Pipeline,
+    encoder: &mut dyn PromptEncoder,
+    ctrl: &mut AsemControl,
+    identity: &str,
+    frames: &[(String, String)],
+    identity_seed: u64,
+    frame_seeds: &[u64],
+    shape: &PassShape,
+    cancel: &AtomicBool,
+    on_step: &mut impl FnMut(&StepReport) -> candle_core::Result<()>,
+) -> Result<(), PipelineError> {
+    if frames.is_empty() {
+        return Ok(());
+    }
+    let settings = ctrl.settings().clone();
+    let afs = &settings.afs;
+    let samples = frames
+        .iter()
+        .zip(frame_seeds)
+        .map(|((background, action), &frame_seed)| {
+            let conditioning = encoder
+                .encode(&[identity, background, action])
+                .map_err(encoder_error)?;
+            let seed = match afs.probe_seeds {
+                ProbeSeeds::FrameSeeds => frame_seed,
+                ProbeSeeds::IdentitySeed => identity_seed,
+            };
+            Ok(SampleSpec { conditioning, seed })
+        })
+        .collect::<Result<Vec<_>, PipelineError>>()?;
+    let last = *afs
+        .probe_step
+        .sampler_steps(shape.steps, settings.step_indexing)
+        .end();
+    ctrl.set_roles(vec![SampleRole::Probe; samples.len()]);
+    pipeline.sample_batch(
+        &shape.request(samples, Some(last)),
+        &mut *ctrl,
+        cancel,
+        on_step,
+    )?;
+    Ok(())
+}
+
+/// The ambiguity radius of an identity prompt over a story's frames: exactly the probe pass
+/// of [`prepare`] in mode `Auto` (same prompts, seeds, block and step), without a decision.
+/// `None` when there are no frames or the model has no block to probe. For calibrating the
+/// threshold on a model (see [`super::afs::calibrate_threshold`]).
+#[allow(clippy::too_many_arguments)]
+pub fn measure_ambiguity(
+    pipeline: &Pipeline,
+    encoder: &mut dyn PromptEncoder,
+    identity: &str,
+    frames: &[(String, String)],
+    identity_seed: u64,
+    frame_seeds: &[u64],
+    width: u32,
+    height: u32,
+    steps: usize,
+    guidance: f32,
+    settings: &AsemSettings,
+    cancel: &AtomicBool,
+    mut on_step: impl FnMut(&StepReport) -> candle_core::Result<()>,
+) -> Result<Option<f32>, PipelineError> {
+    if frame_seeds.len() != frames.len() || steps == 0 {
+        return Err(PipelineError::Input(format!(
+            "{} frames need as many seeds (got {}) and at least one step",
+            frames.len(),
+            frame_seeds.len()
+        )));
+    }
+    let empty = SegmentSpans {
+        identity: 0..0,
+        frames: Vec::new(),
+        padding: 0..0,
+    };
+    let mut ctrl = AsemControl::new(settings.clone(), empty, Vec::new());
+    let shape = PassShape {
+        width,
+        height,
+        steps,
+        guidance,
+    };
+    probe_pass(
+        pipeline,
+        encoder,
+        &mut ctrl,
+        identity,
+        frames,
+        identity_seed,
+        frame_seeds,
+        &shape,
+        cancel,
+        &mut on_step,
+    )?;
+    ctrl.probe_radius().map_err(input_error)
+}
+
 /// Runs what must happen before the frames and returns the control ready for the frame pass
 /// (its roles empty: the caller sets them with [`AsemControl::set_roles`]) and the AFS
 /// decision for the UI (`None` when AFS is off).
@@ -313,29 +416,16 @@ pub fn prepare(
         guidance,
     };
 
-    if afs.mode == AfsMode::Auto && !frames.is_empty() {
-        let samples = frames
-            .iter()
-            .zip(frame_seeds)
-            .map(|((background, action), &frame_seed)| {
-                let conditioning = encoder
-                    .encode(&[identity, background, action])
-                    .map_err(encoder_error)?;
-                let seed = match afs.probe_seeds {
-                    ProbeSeeds::FrameSeeds => frame_seed,
-                    ProbeSeeds::IdentitySeed => identity_seed,
-                };
-                Ok(SampleSpec { conditioning, seed })
-            })
-            .collect::<Result<Vec<_>, PipelineError>>()?;
-        let last = *afs
-            .probe_step
-            .sampler_steps(steps, settings.step_indexing)
-            .end();
-        ctrl.set_roles(vec![SampleRole::Probe; samples.len()]);
-        pipeline.sample_batch(
-            &shape.request(samples, Some(last)),
+    if afs.mode == AfsMode::Auto {
+        probe_pass(
+            pipeline,
+            encoder,
             &mut ctrl,
+            identity,
+            frames,
+            identity_seed,
+            frame_seeds,
+            &shape,
             cancel,
             &mut on_step,
         )?;
