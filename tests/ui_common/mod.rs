@@ -4,13 +4,17 @@
 use egui_kittest::wgpu::{WgpuTestRenderer, create_render_state, default_wgpu_setup};
 
 /// A kittest wgpu renderer with Storyloom's overlay renderer installed (the app does the
-/// same with eframe's render state). kittest prefers CPU adapters, so on a machine without
-/// a GPU this is Mesa's lavapipe (Vulkan) or llvmpipe (GL); `WGPU_BACKEND` can pin one.
+/// same with eframe's render state). kittest prefers CPU adapters; the backend is pinned to
+/// GL (Mesa's llvmpipe, which rendered the stored snapshots) unless `WGPU_BACKEND` names
+/// another, so machines with and without lavapipe render the same pixels.
 pub fn overlay_renderer() -> WgpuTestRenderer {
-    let state = create_render_state(
-        default_wgpu_setup(),
-        egui_wgpu::RendererOptions::PREDICTABLE,
-    );
+    let mut setup = default_wgpu_setup();
+    if std::env::var_os("WGPU_BACKEND").is_none()
+        && let egui_wgpu::WgpuSetup::CreateNew(create) = &mut setup
+    {
+        create.instance_descriptor.backends = egui_wgpu::wgpu::Backends::GL;
+    }
+    let state = create_render_state(setup, egui_wgpu::RendererOptions::PREDICTABLE);
     let info = state.adapter.get_info();
     eprintln!(
         "wgpu adapter: {} ({:?}, {:?})",
