@@ -454,26 +454,29 @@ fn asemconsist_runs_after_characonsist_on_the_same_batch() {
     let id_cond = encoder
         .encode(&["in a quiet town", IDENTITY, "standing"])
         .unwrap();
-    let identity = StorySample {
-        spans: PromptSpans::new(
-            id_cond.segment_spans[0].clone(),
-            id_cond.segment_spans[1].start..id_cond.segment_spans[2].end,
-        ),
-        spec: SampleSpec {
+    let id_spans = PromptSpans::new(
+        id_cond.segment_spans[0].clone(),
+        id_cond.segment_spans[1].start..id_cond.segment_spans[2].end,
+    );
+    let identity = StorySample::new(
+        SampleSpec {
             conditioning: id_cond,
             seed: 9,
         },
-    };
+        id_spans,
+    );
     let samples: Vec<StorySample> = prompt
         .frame_parts
         .iter()
         .zip(SEEDS)
-        .map(|((bg, act), seed)| StorySample {
-            spec: SampleSpec {
-                conditioning: prompt.conditioning.clone(),
-                seed,
-            },
-            spans: PromptSpans::new(bg.clone(), prompt.spans.identity.start..act.end),
+        .map(|((bg, act), seed)| {
+            StorySample::new(
+                SampleSpec {
+                    conditioning: prompt.conditioning.clone(),
+                    seed,
+                },
+                PromptSpans::new(bg.clone(), prompt.spans.identity.start..act.end),
+            )
         })
         .collect();
     let chara = CharaConsistSettings::default();
