@@ -316,6 +316,9 @@ fn a_finished_frame_becomes_a_file_and_a_saved_version() {
 
     let mut h = harness(app(dir.path()));
     h.run();
+    // Showing a project (scene 0, default settings) is not an edit.
+    assert!(!h.state().state.has_unsaved_changes());
+    assert!(h.state().state.save_label().starts_with("Saved at "));
     h.get_by_label("Generate all").click();
     h.step();
     let finished = step_until(&mut h, Duration::from_secs(120), |app| {

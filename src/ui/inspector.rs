@@ -104,7 +104,7 @@ fn frame_section(ui: &mut Ui, state: &mut AppState) {
             dragging |= r.dragged() || r.has_focus();
             ui.end_row();
             ui.label("Scene");
-            let r = ui.add(DragValue::new(&mut edited.scene).range(1..=999));
+            let r = ui.add(DragValue::new(&mut edited.scene).range(0..=999));
             dragging |= r.dragged() || r.has_focus();
             ui.end_row();
             ui.label("Seed");
