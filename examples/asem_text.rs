@@ -11,6 +11,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
+use storyloom::consistency::asemconsist::linalg::ThinSvd;
 use storyloom::consistency::asemconsist::schedule::FLUX1_DEPTH;
 use storyloom::consistency::asemconsist::{
     AsemPreset, SegmentSpans, express_projection, modify_text_tensor, scale_blocks,
@@ -115,6 +116,25 @@ fn main() -> anyhow::Result<()> {
         express_projection(&proj, &spans, 2, &settings).unwrap();
     });
     println!("STM on one text projection (512 x 3072): {proj_ms:.1} ms");
+    // The two thin SVDs inside that call (e_exp with its padding prefix, e_ref = [e_id, e_exp]),
+    // on their own: the floor for this projection.
+    let exp_rows = spans.frames[2].len() + spans.padding_prefix(spans.frames[2].len()).len();
+    let ref_rows = spans.identity.len() + exp_rows;
+    let matrices: Vec<faer::Mat<f64>> = [exp_rows, ref_rows]
+        .iter()
+        .map(|&rows| {
+            let data = values(rows * HIDDEN, 3);
+            faer::MatRef::from_row_major_slice(&data, rows, HIDDEN).map(|x| *x as f64)
+        })
+        .collect();
+    let svd_ms = median_ms(iters, || {
+        for m in &matrices {
+            ThinSvd::new(m.as_ref()).unwrap();
+        }
+    });
+    println!(
+        "  of which thin SVDs of {exp_rows} x {HIDDEN} and {ref_rows} x {HIDDEN}: {svd_ms:.1} ms"
+    );
 
     let stm = &settings.stm;
     let blocks = scale_blocks(&stm.transformer_blocks, FLUX1_DEPTH, FLUX1_DEPTH).len();

@@ -10,20 +10,23 @@ use faer::{Mat, MatRef};
 
 use super::AsemError;
 
+/// A `[L, d]` or `[1, L, d]` tensor as `[L, d]`.
+pub fn token_rows(t: &Tensor) -> Result<Tensor, AsemError> {
+    match t.dims() {
+        [_, _] => Ok(t.clone()),
+        [1, _, _] => Ok(t.squeeze(0)?),
+        dims => Err(AsemError::Shape(format!(
+            "expected a [L, d] or [1, L, d] tensor, got {dims:?}"
+        ))),
+    }
+}
+
 /// Copies a `[L, d]` (or `[1, L, d]`) tensor of any float dtype into an f64 matrix.
 pub fn tensor_to_mat(t: &Tensor) -> Result<Mat<f64>, AsemError> {
-    let t = match t.dims() {
-        [_, _] => t.clone(),
-        [1, _, _] => t.squeeze(0)?,
-        dims => {
-            return Err(AsemError::Shape(format!(
-                "expected a [L, d] or [1, L, d] tensor, got {dims:?}"
-            )));
-        }
-    };
+    let t = token_rows(t)?;
     let (rows, cols) = t.dims2()?;
     let data = t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-    Ok(Mat::from_fn(rows, cols, |i, j| data[i * cols + j]))
+    Ok(MatRef::from_row_major_slice(&data, rows, cols).to_owned())
 }
 
 /// Copies an f64 matrix into a `[L, d]` tensor of the given dtype and device.
@@ -33,26 +36,49 @@ pub fn mat_to_tensor(
     device: &Device,
 ) -> Result<Tensor, AsemError> {
     let (rows, cols) = (m.nrows(), m.ncols());
+    // faer stores columns contiguously: copy them whole and let candle transpose.
     let mut data = Vec::with_capacity(rows * cols);
-    for i in 0..rows {
-        for j in 0..cols {
-            data.push(m[(i, j)]);
-        }
+    for j in 0..cols {
+        data.extend(m.col(j).iter().copied());
     }
-    Ok(Tensor::from_vec(data, (rows, cols), device)?.to_dtype(dtype)?)
+    let columns = Tensor::from_vec(data, (cols, rows), device)?;
+    Ok(columns.t()?.to_dtype(dtype)?.contiguous()?)
+}
+
+/// Rows `rows` (in order) of a `[L, d]` tensor as an f64 matrix; only those rows are converted.
+pub fn tensor_rows_to_mat(t: &Tensor, rows: &[usize]) -> Result<Mat<f64>, AsemError> {
+    let index: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+    let index = Tensor::from_vec(index, rows.len(), t.device())?;
+    tensor_to_mat(&t.contiguous()?.index_select(&index, 0)?)
+}
+
+/// `t` (`[L, d]`) with row `rows[k]` replaced by row `k` of `new_rows`; every other row is
+/// copied bit for bit. `rows` must be distinct.
+pub fn replace_rows(t: &Tensor, rows: &[usize], new_rows: &Tensor) -> Result<Tensor, AsemError> {
+    let len = t.dim(0)?;
+    // Source row of every output row in `[t; new_rows]`.
+    let mut source: Vec<u32> = (0..len as u32).collect();
+    for (k, &r) in rows.iter().enumerate() {
+        source[r] = (len + k) as u32;
+    }
+    let source = Tensor::from_vec(source, len, t.device())?;
+    let stacked = Tensor::cat(&[t, &new_rows.to_dtype(t.dtype())?], 0)?;
+    Ok(stacked.index_select(&source, 0)?)
 }
 
 /// Stacks the given rows of `m` (in order) into a new matrix.
 pub fn gather_rows(m: MatRef<'_, f64>, rows: &[usize]) -> Mat<f64> {
-    Mat::from_fn(rows.len(), m.ncols(), |i, j| m[(rows[i], j)])
+    let mut out = Mat::zeros(rows.len(), m.ncols());
+    for (k, &r) in rows.iter().enumerate() {
+        out.row_mut(k).copy_from(m.row(r));
+    }
+    out
 }
 
 /// Writes the rows of `src` back into `dst` at the given row indices.
 pub fn scatter_rows(dst: &mut Mat<f64>, rows: &[usize], src: MatRef<'_, f64>) {
     for (k, &r) in rows.iter().enumerate() {
-        for j in 0..dst.ncols() {
-            dst[(r, j)] = src[(k, j)];
-        }
+        dst.row_mut(r).copy_from(src.row(k));
     }
 }
 
@@ -249,6 +275,35 @@ mod tests {
         assert_eq!(back, values);
         let batched = t.unsqueeze(0).unwrap();
         assert_eq!(tensor_to_mat(&batched).unwrap()[(2, 3)], values[11] as f64);
+    }
+
+    #[test]
+    fn row_subsets_are_read_and_replaced_exactly() {
+        let values: Vec<f32> = (0..15).map(|i| i as f32 * 0.5).collect();
+        let t = Tensor::from_vec(values, (5, 3), &Device::Cpu).unwrap();
+        let m = tensor_rows_to_mat(&t, &[1, 3]).unwrap();
+        assert_eq!((m.nrows(), m.ncols()), (2, 3));
+        assert_eq!((m[(0, 0)], m[(1, 2)]), (1.5, 5.5));
+        let new_rows = Tensor::from_vec(
+            vec![-1.0f64, -2.0, -3.0, -4.0, -5.0, -6.0],
+            (2, 3),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let out: Vec<Vec<f32>> = replace_rows(&t, &[3, 0], &new_rows)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![
+                vec![-4.0, -5.0, -6.0],
+                vec![1.5, 2.0, 2.5],
+                vec![3.0, 3.5, 4.0],
+                vec![-1.0, -2.0, -3.0],
+                vec![6.0, 6.5, 7.0],
+            ]
+        );
     }
 
     #[test]

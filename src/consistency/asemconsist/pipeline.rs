@@ -8,10 +8,12 @@ use candle_core::Tensor;
 use faer::{Mat, MatRef};
 
 use super::AsemError;
-use super::linalg::{gather_rows, mat_to_tensor, scatter_rows, tensor_to_mat};
+use super::linalg::{
+    ThinSvd, gather_rows, mat_to_tensor, replace_rows, scatter_rows, tensor_rows_to_mat, token_rows,
+};
 use super::pad::project_padding;
 use super::settings::AsemSettings;
-use super::stm::{PaddingInExpression, StmSettings, selective_expression, selective_suppression};
+use super::stm::{PaddingInExpression, Side, StmSettings, rescale_selected, selective_expression};
 
 /// Token spans of a combined prompt `[p_id, p_1, .., p_k]` followed by padding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +33,34 @@ impl SegmentSpans {
         self.padding.start..self.padding.end.min(self.padding.start + len)
     }
 
+    fn all(&self) -> impl Iterator<Item = &Range<usize>> {
+        std::iter::once(&self.identity)
+            .chain(&self.frames)
+            .chain(std::iter::once(&self.padding))
+    }
+
+    /// Sorted distinct token rows covered by the spans.
+    fn covered_rows(&self) -> Vec<usize> {
+        let mut rows: Vec<usize> = self.all().flat_map(|r| r.clone()).collect();
+        rows.sort_unstable();
+        rows.dedup();
+        rows
+    }
+
+    /// The same spans in the matrix made of only `rows` (sorted, covering every span): a span
+    /// whose rows are all kept stays contiguous there.
+    fn compacted(&self, rows: &[usize]) -> SegmentSpans {
+        let place = |r: &Range<usize>| {
+            let start = rows.partition_point(|&row| row < r.start);
+            start..start + r.len()
+        };
+        SegmentSpans {
+            identity: place(&self.identity),
+            frames: self.frames.iter().map(place).collect(),
+            padding: place(&self.padding),
+        }
+    }
+
     fn check(&self, rows: usize, frame: usize) -> Result<(), AsemError> {
         if frame >= self.frames.len() {
             return Err(AsemError::Shape(format!(
@@ -38,10 +68,7 @@ impl SegmentSpans {
                 self.frames.len()
             )));
         }
-        let all = std::iter::once(&self.identity)
-            .chain(&self.frames)
-            .chain(std::iter::once(&self.padding));
-        for r in all {
+        for r in self.all() {
             if r.start > r.end || r.end > rows {
                 return Err(AsemError::Shape(format!(
                     "span {r:?} does not fit {rows} tokens"
@@ -139,9 +166,11 @@ pub fn modify_text_embeddings(
     }
     express_in_place(&mut out, spans, frame, stm, pad_active)?;
 
-    // Eq. (3): each suppression embedding on its own against e_id.
-    if !stm.suppression.is_identity() {
+    // Eq. (3): each suppression embedding on its own against e_id, whose decomposition is
+    // the same for every frame and so is computed once.
+    if !stm.suppression.is_identity() && !spans.identity.is_empty() {
         let e_id = gather_rows(e, &SegmentSpans::rows(&spans.identity));
+        let id_svd = ThinSvd::new(e_id.as_ref())?;
         for (j, span) in spans.frames.iter().enumerate() {
             if j == frame || span.is_empty() {
                 continue;
@@ -149,16 +178,16 @@ pub fn modify_text_embeddings(
             let rows = SegmentSpans::rows(span);
             let e_sup = gather_rows(out.as_ref(), &rows);
             let anchor = stm.anchor(e_sup.as_ref(), e_id.as_ref());
-            let res = selective_suppression(
-                e_sup.as_ref(),
-                e_id.as_ref(),
+            let suppression = stm.suppression;
+            let (embedding, _) = rescale_selected(
+                (ThinSvd::new(e_sup.as_ref())?, e_sup.as_ref()),
+                (id_svd.clone(), e_id.as_ref()),
                 &anchor,
-                stm.suppression,
+                Side::Below,
                 stm.rank_tolerance,
-            )?;
-            if res.selection.is_some() {
-                scatter_rows(&mut out, &rows, res.embedding.as_ref());
-            }
+                |s| suppression.downscale(s),
+            );
+            scatter_rows(&mut out, &rows, embedding.as_ref());
         }
     }
     Ok(out)
@@ -182,10 +211,40 @@ pub fn modify_text_tensor(
     if !text_stage_is_active(settings) {
         return Ok(t.clone());
     }
-    let e = tensor_to_mat(t)?;
-    let out = modify_text_embeddings(e.as_ref(), spans, frame, settings)?;
-    let back = mat_to_tensor(out.as_ref(), t.dtype(), t.device())?;
-    Ok(back.reshape(t.shape())?)
+    let rows_tensor = token_rows(t)?;
+    spans.check(rows_tensor.dim(0)?, frame)?;
+    // Only the identity, the frames and (for PAD) the padding are read or written.
+    let used = SegmentSpans {
+        padding: if settings.pad.is_active() {
+            spans.padding.clone()
+        } else {
+            spans.padding.start..spans.padding.start
+        },
+        ..spans.clone()
+    };
+    let out = modify_rows(&rows_tensor, &used, frame, |e, compact| {
+        modify_text_embeddings(e, compact, frame, settings)
+    })?;
+    Ok(out.reshape(t.shape())?)
+}
+
+/// Runs `modify` on the f64 matrix of only the rows covered by `used` (with `used` remapped
+/// onto that matrix) and writes those rows back into a copy of `t` (`[L, d]`). Every step is
+/// row-wise, so the result equals running `modify` on the whole matrix; rows outside `used`
+/// are copied bit for bit (the f64 round trip is exact for every float dtype anyway).
+fn modify_rows(
+    t: &Tensor,
+    used: &SegmentSpans,
+    frame: usize,
+    modify: impl FnOnce(MatRef<'_, f64>, &SegmentSpans) -> Result<Mat<f64>, AsemError>,
+) -> Result<Tensor, AsemError> {
+    let rows = used.covered_rows();
+    let compact = used.compacted(&rows);
+    debug_assert!(frame < compact.frames.len());
+    let e = tensor_rows_to_mat(t, &rows)?;
+    let out = modify(e.as_ref(), &compact)?;
+    let new_rows = mat_to_tensor(out.as_ref(), t.dtype(), t.device())?;
+    replace_rows(t, &rows, &new_rows)
 }
 
 /// Selective expression on one text projection (`[L_txt, C]` or `[1, L_txt, C]`, the output of
@@ -201,11 +260,26 @@ pub fn express_projection(
     if !stm.enabled || !stm.in_transformer || stm.expression.is_identity() {
         return Ok(proj.clone());
     }
-    let mut e = tensor_to_mat(proj)?;
-    spans.check(e.nrows(), frame)?;
-    express_in_place(&mut e, spans, frame, stm, settings.pad.is_active())?;
-    let back = mat_to_tensor(e.as_ref(), proj.dtype(), proj.device())?;
-    Ok(back.reshape(proj.shape())?)
+    let rows_tensor = token_rows(proj)?;
+    spans.check(rows_tensor.dim(0)?, frame)?;
+    let pad_active = settings.pad.is_active();
+    let exp_span = &spans.frames[frame];
+    // Only the identity, this frame and the padding prefix that joins it are read or written.
+    let used = SegmentSpans {
+        identity: spans.identity.clone(),
+        frames: vec![exp_span.clone()],
+        padding: if pad_active {
+            spans.padding_prefix(exp_span.len())
+        } else {
+            spans.padding.start..spans.padding.start
+        },
+    };
+    let out = modify_rows(&rows_tensor, &used, 0, |e, compact| {
+        let mut e = e.to_owned();
+        express_in_place(&mut e, compact, 0, stm, pad_active)?;
+        Ok(e)
+    })?;
+    Ok(out.reshape(proj.shape())?)
 }
 
 #[cfg(test)]
@@ -291,6 +365,179 @@ mod tests {
         for i in (0..3).chain(6..11).chain(14..16) {
             assert_eq!(a[i], b[i], "row {i}");
         }
+    }
+
+    /// The full-matrix path: the whole tensor in f64, every stage on it, the whole tensor back
+    /// (suppression through `selective_suppression`, one e_id decomposition per frame).
+    fn full_matrix_text(
+        t: &Tensor,
+        spans: &SegmentSpans,
+        frame: usize,
+        settings: &AsemSettings,
+    ) -> Tensor {
+        use crate::consistency::asemconsist::linalg::tensor_to_mat;
+        use crate::consistency::asemconsist::stm::selective_suppression;
+        let e = tensor_to_mat(t).unwrap();
+        let mut without_suppression = settings.clone();
+        without_suppression.stm.suppression.alpha = 0.0;
+        without_suppression.stm.suppression.beta = 1.0;
+        let mut out =
+            modify_text_embeddings(e.as_ref(), spans, frame, &without_suppression).unwrap();
+        let stm = &settings.stm;
+        if stm.enabled && !stm.suppression.is_identity() {
+            let e_id = gather_rows(e.as_ref(), &SegmentSpans::rows(&spans.identity));
+            for (j, span) in spans.frames.iter().enumerate() {
+                if j == frame || span.is_empty() {
+                    continue;
+                }
+                let rows = SegmentSpans::rows(span);
+                let e_sup = gather_rows(out.as_ref(), &rows);
+                let anchor = stm.anchor(e_sup.as_ref(), e_id.as_ref());
+                let res = selective_suppression(
+                    e_sup.as_ref(),
+                    e_id.as_ref(),
+                    &anchor,
+                    stm.suppression,
+                    stm.rank_tolerance,
+                )
+                .unwrap();
+                if res.selection.is_some() {
+                    scatter_rows(&mut out, &rows, res.embedding.as_ref());
+                }
+            }
+        }
+        mat_to_tensor(out.as_ref(), t.dtype(), t.device())
+            .unwrap()
+            .reshape(t.shape())
+            .unwrap()
+    }
+
+    fn full_matrix_projection(
+        t: &Tensor,
+        spans: &SegmentSpans,
+        frame: usize,
+        settings: &AsemSettings,
+    ) -> Tensor {
+        use crate::consistency::asemconsist::linalg::tensor_to_mat;
+        let mut e = tensor_to_mat(t).unwrap();
+        express_in_place(
+            &mut e,
+            spans,
+            frame,
+            &settings.stm,
+            settings.pad.is_active(),
+        )
+        .unwrap();
+        mat_to_tensor(e.as_ref(), t.dtype(), t.device())
+            .unwrap()
+            .reshape(t.shape())
+            .unwrap()
+    }
+
+    fn layouts() -> Vec<(usize, SegmentSpans)> {
+        vec![
+            // Identity, three frames, padding; rows 0 and 19 (a start and an end token) are
+            // in no span.
+            (
+                24,
+                SegmentSpans {
+                    identity: 1..4,
+                    frames: vec![4..9, 9..12, 12..19],
+                    padding: 20..24,
+                },
+            ),
+            // Padding shorter than the expression span.
+            (
+                20,
+                SegmentSpans {
+                    identity: 0..3,
+                    frames: vec![3..5, 5..12, 12..18],
+                    padding: 18..20,
+                },
+            ),
+            // No padding at all, frames before the identity.
+            (
+                18,
+                SegmentSpans {
+                    identity: 12..18,
+                    frames: vec![0..4, 4..12],
+                    padding: 18..18,
+                },
+            ),
+            // The identity overlaps the first frame, an empty frame, long padding.
+            (
+                30,
+                SegmentSpans {
+                    identity: 0..5,
+                    frames: vec![3..8, 8..8, 8..13],
+                    padding: 13..30,
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn row_subset_paths_equal_the_full_matrix_paths() {
+        let mut variants = vec![
+            AsemPreset::Full.settings(),
+            AsemPreset::Stm.settings(),
+            AsemPreset::Flux.settings(),
+        ];
+        for padding in [PaddingInExpression::ModifiedOnly, PaddingInExpression::Off] {
+            let mut s = AsemPreset::Full.settings();
+            s.stm.padding_in_expression = padding;
+            variants.push(s);
+        }
+        let mut sequential = AsemPreset::Full.settings();
+        sequential.pad.suppression =
+            crate::consistency::asemconsist::pad::PadSuppression::Sequential;
+        variants.push(sequential);
+        for (seed, (rows, spans)) in layouts().into_iter().enumerate() {
+            let width = 12;
+            let values = lcg_values(rows * width, 100 + seed as u64);
+            let t = Tensor::from_vec(values, (1, rows, width), &Device::Cpu).unwrap();
+            for settings in &variants {
+                for frame in 0..spans.frames.len() {
+                    let new = modify_text_tensor(&t, &spans, frame, settings).unwrap();
+                    let old = full_matrix_text(&t, &spans, frame, settings);
+                    assert_eq!(new.dims(), t.dims());
+                    let new: Vec<f32> = new.flatten_all().unwrap().to_vec1().unwrap();
+                    let old: Vec<f32> = old.flatten_all().unwrap().to_vec1().unwrap();
+                    assert_eq!(new, old, "text, layout {seed}, frame {frame}");
+
+                    let flat = t.squeeze(0).unwrap();
+                    let new = express_projection(&flat, &spans, frame, settings).unwrap();
+                    let old = if settings.stm.enabled && settings.stm.in_transformer {
+                        full_matrix_projection(&flat, &spans, frame, settings)
+                    } else {
+                        flat.clone()
+                    };
+                    assert_eq!(new.dims(), flat.dims());
+                    let new: Vec<Vec<f32>> = new.to_vec2().unwrap();
+                    let old: Vec<Vec<f32>> = old.to_vec2().unwrap();
+                    assert_eq!(new, old, "projection, layout {seed}, frame {frame}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn row_subset_path_handles_bf16_and_strided_input() {
+        let (rows, spans) = layouts().remove(0);
+        // Built transposed, so the input is also not contiguous.
+        let t = Tensor::from_vec(lcg_values(rows * 8, 3), (8, rows), &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap()
+            .t()
+            .unwrap();
+        let settings = AsemPreset::Full.settings();
+        let new = express_projection(&t, &spans, 1, &settings).unwrap();
+        let old = full_matrix_projection(&t, &spans, 1, &settings);
+        assert_eq!(new.dtype(), DType::BF16);
+        let new: Vec<Vec<f32>> = new.to_dtype(DType::F32).unwrap().to_vec2().unwrap();
+        let old: Vec<Vec<f32>> = old.to_dtype(DType::F32).unwrap().to_vec2().unwrap();
+        assert_eq!(new, old);
     }
 
     #[test]
