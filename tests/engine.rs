@@ -203,3 +203,21 @@ fn errors_are_events_not_crashes() {
     });
     loaded(&engine);
 }
+
+#[test]
+fn dropping_the_engine_right_after_a_cancel_does_not_hang() {
+    // A cancel drains the job channel; a shutdown that arrives during that drain must still
+    // end the worker, or dropping the handle waits forever.
+    for _ in 0..5 {
+        let engine = EngineHandle::spawn(|| {});
+        loaded(&engine);
+        engine.send(Job::Generate {
+            story: story(),
+            frames: (1..=3).map(frame).collect(),
+            settings: settings(50),
+        });
+        until(&engine, |e| matches!(e, Event::Progress { .. }));
+        engine.cancel();
+        drop(engine);
+    }
+}

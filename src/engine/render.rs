@@ -12,7 +12,6 @@ use super::messages::{
 use super::story::CachedIdentity;
 use super::tiny::{HashedWordEncoder, TINY_TEXT_LEN, tiny_config, tiny_pipeline};
 use crate::consistency::FrameAnalysis;
-use crate::consistency::asemconsist::AsemSettings;
 use crate::model::dit::NoControl;
 use crate::model::pipeline::{BatchRequest, Pipeline, PromptEncoder, SampleSpec};
 use crate::model::sampler::ScheduleShift;
@@ -26,9 +25,6 @@ pub struct LoadedModel {
     /// The CharaConsist identity of the last story rendered with a stored bank, for
     /// regenerating single frames without recomputing it.
     pub(crate) identity_bank: Option<CachedIdentity>,
-    /// ASemConsist's ambiguity threshold calibrated for this model (appendix C), used in
-    /// place of the settings' value when set.
-    pub afs_threshold: Option<f32>,
 }
 
 impl LoadedModel {
@@ -44,26 +40,9 @@ impl LoadedModel {
             pipeline,
             encoder,
             identity_bank: None,
-            afs_threshold: None,
         }
-    }
-
-    /// The ASemConsist settings for this model: the calibrated ambiguity threshold replaces
-    /// the FLUX default when the model has one and the user kept the default.
-    pub fn asem_settings(&self, settings: &AsemSettings) -> AsemSettings {
-        let mut s = settings.clone();
-        if let Some(t) = self.afs_threshold
-            && s.afs.threshold == AsemSettings::default().afs.threshold
-        {
-            s.afs.threshold = t;
-        }
-        s
     }
 }
-
-/// ASemConsist's ambiguity threshold calibrated on the built-in model's world with the
-/// paper's appendix C procedure (`examples/afs_calibration.rs`; see the model card).
-pub const BUILTIN_AFS_THRESHOLD: Option<f32> = None;
 
 /// The device models run on: the first CUDA GPU when built with `cuda` and one is present.
 pub fn default_device() -> Device {
@@ -96,14 +75,12 @@ pub fn load_model(spec: &ModelSpec) -> anyhow::Result<LoadedModel> {
             let model = crate::model::builtin::model::BuiltinModel::load(&device)
                 .context("loading the built-in model")?;
             let (pipeline, encoder) = model.into_parts();
-            let mut loaded = LoadedModel::new(
+            Ok(LoadedModel::new(
                 "Built-in".into(),
                 "Storyloom's small model (64x64, trained on the built-in world)".into(),
                 pipeline,
                 Box::new(encoder),
-            );
-            loaded.afs_threshold = BUILTIN_AFS_THRESHOLD;
-            Ok(loaded)
+            ))
         }
         ModelSpec::Flux(files) => load_flux(files, &device),
     }

@@ -208,7 +208,6 @@ pub fn render_with_methods(
     };
 
     let outcome = if methods.asemconsist_enabled {
-        let asem_settings = model.asem_settings(&methods.asemconsist);
         let pairs: Vec<(String, String)> = all
             .iter()
             .map(|f| (f.background.trim().to_string(), f.action.trim().to_string()))
@@ -232,7 +231,7 @@ pub fn render_with_methods(
             height,
             settings.steps,
             settings.guidance,
-            &asem_settings,
+            &methods.asemconsist,
             cancel,
             |r| {
                 progress.step(None, r);

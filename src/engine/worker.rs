@@ -34,6 +34,7 @@ impl EngineHandle {
             cancel: cancel.clone(),
             queue: VecDeque::new(),
             model: None,
+            shutdown: false,
         };
         let thread = std::thread::Builder::new()
             .name("storyloom-engine".into())
@@ -105,6 +106,8 @@ struct Worker {
     cancel: Arc<AtomicBool>,
     queue: VecDeque<Work>,
     model: Option<LoadedModel>,
+    /// A shutdown arrived (possibly while a cancelled job drained the channel).
+    shutdown: bool,
 }
 
 impl Worker {
@@ -116,7 +119,10 @@ impl Worker {
     /// Takes a job into the queue. Returns false on shutdown.
     fn accept(&mut self, job: Job) -> bool {
         match job {
-            Job::Shutdown => return false,
+            Job::Shutdown => {
+                self.shutdown = true;
+                return false;
+            }
             Job::Cancel => {
                 // The flag was raised when the cancel was sent, so the running frame has
                 // stopped; everything queued before the cancel goes, what comes after stays.
@@ -193,7 +199,7 @@ impl Worker {
 
     fn run(mut self) {
         loop {
-            if !self.drain() {
+            if !self.drain() || self.shutdown {
                 return;
             }
             let Some(work) = self.queue.pop_front() else {
