@@ -1,12 +1,12 @@
 //! Text-side ASemConsist work per frame at FLUX.1-dev size, timed in whatever profile this is
-//! built with (the criterion bench `asem_text` measures the same in the bench profile).
+//! built with (`--release` for the figure that matters on a user's machine).
 //!
 //! A 512-token combined prompt of 4096-wide T5 features (identity span of 24 tokens, six frame
 //! spans of 30-60 tokens, padding): PAD + selective expression + selective suppression on the
 //! features (once per frame), and selective expression on one 512 x 3072 text projection
 //! (repeated for every q/k/v projection, block and step of the in-transformer window).
 //!
-//! `cargo run --example asem_text [-- --iters 5]`
+//! `cargo run --release --example asem_text [-- --iters 5]`
 
 use std::time::Instant;
 

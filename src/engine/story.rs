@@ -255,35 +255,29 @@ pub fn render_with_methods(
                 }
             })
             .collect();
-        if methods.characonsist_enabled {
-            let mut roles = vec![SampleRole::Plain];
-            roles.extend(indices.iter().map(|&i| SampleRole::Frame(i)));
-            asem.set_roles(roles);
-            chara_story(
-                model,
-                story,
-                all,
-                &frame_inputs,
-                &params,
-                methods,
-                regenerate,
-                cancel,
-                &mut asem,
-                &mut progress,
-            )?
-            .map(|o| o.with_afs(decision))
+        // With CharaConsist, batch row 0 is its identity image, which ASemConsist leaves alone.
+        let frame_roles = indices.iter().map(|&i| SampleRole::Frame(i));
+        let roles = if methods.characonsist_enabled {
+            std::iter::once(SampleRole::Plain)
+                .chain(frame_roles)
+                .collect()
         } else {
-            asem.set_roles(indices.iter().map(|&i| SampleRole::Frame(i)).collect());
-            plain_batch(
-                model,
-                &frame_inputs,
-                &params,
-                cancel,
-                &mut asem,
-                &mut progress,
-            )?
-            .map(|o| o.with_afs(decision))
-        }
+            frame_roles.collect()
+        };
+        asem.set_roles(roles);
+        chara_story(
+            model,
+            story,
+            all,
+            &frame_inputs,
+            &params,
+            methods,
+            regenerate,
+            cancel,
+            &mut asem,
+            &mut progress,
+        )?
+        .map(|o| o.with_afs(decision))
     } else {
         let frame_inputs = jobs
             .iter()
@@ -493,7 +487,8 @@ fn plain_batch(
     }))
 }
 
-/// The identity and the frames with CharaConsist (and `other` on the same hooks).
+/// The identity and the frames with CharaConsist (and `other` on the same hooks); without
+/// CharaConsist, the frames as one batch with `other`.
 #[allow(clippy::too_many_arguments)]
 fn chara_story(
     model: &mut LoadedModel,
