@@ -329,3 +329,58 @@ fn method_toggles_edit_the_project_settings_with_undo() {
     assert!(m.characonsist_enabled && m.characonsist.point_tracking);
     assert!(h.state().state.has_unsaved_changes());
 }
+
+/// A file dropped from a file manager, as the windowing layer hands it over.
+#[derive(Debug)]
+struct DroppedPath(std::path::PathBuf);
+
+impl egui::DroppedFile for DroppedPath {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn a_dropped_png_with_settings_becomes_a_frame() {
+    use storyloom::project::{ImageSettings, write_png_with_settings};
+    let dir = tempfile::tempdir().unwrap();
+    let made = dir.path().join("frame.png");
+    let settings = ImageSettings {
+        identity: "a round red creature".into(),
+        background: "in a dark forest".into(),
+        action: "waving on the left".into(),
+        seed: 4242,
+        steps: 12,
+        guidance: 2.5,
+        width: 64,
+        height: 64,
+        ..ImageSettings::default()
+    };
+    write_png_with_settings(&made, &image::RgbImage::new(64, 64), &settings).unwrap();
+    let plain = dir.path().join("plain.png");
+    image::RgbImage::new(8, 8).save(&plain).unwrap();
+
+    let mut h = harness(app(None));
+    h.run();
+    for path in [made, plain] {
+        h.input_mut()
+            .dropped_files
+            .push(std::sync::Arc::new(DroppedPath(path)));
+        h.run();
+    }
+    let state = &h.state().state;
+    // The PNG without settings adds nothing (an error toast says why).
+    assert_eq!(state.doc.frames.len(), 1);
+    let f = &state.doc.frames[0];
+    assert_eq!(
+        (f.background.as_str(), f.action.as_str(), f.seed),
+        ("in a dark forest", "waving on the left", 4242)
+    );
+    assert_eq!(state.doc.identity, "a round red creature");
+    let g = &state.doc.settings;
+    assert_eq!((g.steps, g.guidance, g.width, g.height), (12, 2.5, 64, 64));
+}

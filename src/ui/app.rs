@@ -317,12 +317,36 @@ impl StoryloomApp {
         }
     }
 
+    /// PNGs dragged onto the window from a file manager become frames with their settings.
+    fn import_dropped_files(&mut self, ctx: &egui::Context) {
+        let paths: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .collect()
+        });
+        for path in paths {
+            let name = path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            match self.state.import_png(&path) {
+                Ok(_) => self
+                    .state
+                    .show_info(format!("Added a frame with the settings of {name}")),
+                Err(e) => self.state.show_error(format!("Cannot import {name}: {e}")),
+            }
+        }
+    }
+
     /// One UI pass: engine events, shortcuts, panels and dialogs.
     pub fn show(&mut self, ui: &mut Ui) {
         let started = std::time::Instant::now();
         let ctx = ui.ctx().clone();
         self.state.poll_engine();
         self.state.poll_images();
+        self.import_dropped_files(&ctx);
         self.state.autosave_tick(std::time::Instant::now());
         if let Some(wait) = self
             .state

@@ -481,6 +481,41 @@ impl AppState {
         self.edit(EditKey::Command, |d| d.move_frames(&ids, to));
     }
 
+    /// A PNG dropped on the studio: when Storyloom made it (its settings are in the PNG's text
+    /// chunks) a new frame with its environment, action and seed goes after the focused one,
+    /// and the generation settings it was made with are restored; the character description
+    /// too when the story has none yet. One undo step.
+    pub fn import_png(&mut self, path: &std::path::Path) -> Result<u64, String> {
+        let s = crate::project::import_png_settings(path).map_err(|e| e.to_string())?;
+        let at = self
+            .selection
+            .focus
+            .and_then(|f| self.doc.index_of(f))
+            .map_or(self.doc.frames.len(), |i| i + 1);
+        let id = self.edit(EditKey::Command, |d| {
+            let id = d.insert_frame(at);
+            if let Some(f) = d.frame_mut(id) {
+                f.background = s.background.clone();
+                f.action = s.action.clone();
+                f.seed = s.seed;
+            }
+            if d.identity.trim().is_empty() {
+                d.identity = s.identity.clone();
+                d.style = s.style.clone();
+            }
+            let g = &mut d.settings;
+            g.steps = s.steps;
+            g.guidance = s.guidance;
+            g.width = s.width;
+            g.height = s.height;
+            g.methods = s.methods.clone();
+            d.aspect = crate::project::AspectPreset::of_size(s.width, s.height);
+            id
+        });
+        self.selection.select_only(id);
+        Ok(id)
+    }
+
     pub fn set_frame_field(&mut self, frame_id: u64, field: FrameField, value: String) {
         self.edit(EditKey::Field(frame_id, field.name()), |d| {
             if let Some(f) = d.frame_mut(frame_id) {
