@@ -10,7 +10,11 @@ use storyloom::engine::{EngineHandle, Event, Job, ModelSpec};
 use storyloom::project::{self, Project};
 
 #[derive(Parser)]
-#[command(name = "storyloom", version, about = "Storyboards with the same character in every frame")]
+#[command(
+    name = "storyloom",
+    version,
+    about = "Storyboards with the same character in every frame"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -62,8 +66,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => studio(cli.project),
-        Some(Command::Render { project, frames, out, model }) => render(&project, frames.as_deref(), out.as_deref(), model.as_deref()),
-        Some(Command::Export { project, sheet, pdf, sequence, gif }) => export(&project, sheet, pdf, sequence, gif),
+        Some(Command::Render {
+            project,
+            frames,
+            out,
+            model,
+        }) => render(
+            &project,
+            frames.as_deref(),
+            out.as_deref(),
+            model.as_deref(),
+        ),
+        Some(Command::Export {
+            project,
+            sheet,
+            pdf,
+            sequence,
+            gif,
+        }) => export(&project, sheet, pdf, sequence, gif),
         Some(Command::Demo { folder }) => write_demo(&folder),
         Some(Command::InspectWeights { paths }) => inspect_weights(&paths),
     };
@@ -81,19 +101,24 @@ fn main() -> ExitCode {
 const DEMO_PROJECT: &str = include_str!("../assets/demo/project.ron");
 
 fn demo_project() -> anyhow::Result<Project> {
-    project::migrate::parse_project(Path::new("assets/demo/project.ron"), DEMO_PROJECT.as_bytes())
-        .context("the built-in demo project")
+    project::migrate::parse_project(
+        Path::new("assets/demo/project.ron"),
+        DEMO_PROJECT.as_bytes(),
+    )
+    .context("the built-in demo project")
 }
 
 fn write_demo(folder: &Path) -> anyhow::Result<()> {
-    project::create(folder, &demo_project()?).with_context(|| format!("writing the demo project to {}", folder.display()))?;
+    project::create(folder, &demo_project()?)
+        .with_context(|| format!("writing the demo project to {}", folder.display()))?;
     println!("wrote {}", folder.display());
     Ok(())
 }
 
 /// The demo project's folder under the user's data folder, created on first start.
 fn demo_folder() -> anyhow::Result<PathBuf> {
-    let dirs = directories::ProjectDirs::from("", "", "Storyloom").context("no home folder to keep projects in")?;
+    let dirs = directories::ProjectDirs::from("", "", "Storyloom")
+        .context("no home folder to keep projects in")?;
     let folder = dirs.data_dir().join("demo");
     if !folder.join("project.ron").exists() {
         write_demo(&folder)?;
@@ -107,21 +132,34 @@ fn studio(project: Option<PathBuf>) -> anyhow::Result<()> {
         Some(p) => p,
         None => demo_folder()?,
     };
-    storyloom::ui::run(storyloom::ui::AppOptions { project: Some(project), model: None })
+    storyloom::ui::run(storyloom::ui::AppOptions {
+        project: Some(project),
+        model: None,
+    })
 }
 
 fn now_seconds() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
-fn render(dir: &Path, frames: Option<&str>, out: Option<&Path>, model: Option<&str>) -> anyhow::Result<()> {
+fn render(
+    dir: &Path,
+    frames: Option<&str>,
+    out: Option<&Path>,
+    model: Option<&str>,
+) -> anyhow::Result<()> {
     let outcome = project::open(dir)?;
     for w in &outcome.warnings {
         eprintln!("warning: {w}");
     }
     let mut project = outcome.project;
     let positions = match frames {
-        Some(sel) => Some(project::engine_link::parse_frame_selection(sel, project.frames.len()).map_err(anyhow::Error::msg)?),
+        Some(sel) => Some(
+            project::engine_link::parse_frame_selection(sel, project.frames.len())
+                .map_err(anyhow::Error::msg)?,
+        ),
         None => None,
     };
     let jobs = project.frame_jobs(positions.as_deref());
@@ -145,30 +183,65 @@ fn render(dir: &Path, frames: Option<&str>, out: Option<&Path>, model: Option<&s
     );
     let mut story = project.story_context();
     story.cache_dir = Some(dir.join(project::store::CACHE_DIR));
-    engine.send(Job::Generate { story, frames: jobs.clone(), settings: project.render_settings(false) });
+    engine.send(Job::Generate {
+        story,
+        frames: jobs.clone(),
+        settings: project.render_settings(false),
+    });
     let mut done = 0;
     let mut written = Vec::new();
     while done < jobs.len() {
-        let event = engine.events().recv_timeout(Duration::from_secs(3600)).context("the engine stopped answering")?;
+        let event = engine
+            .events()
+            .recv_timeout(Duration::from_secs(3600))
+            .context("the engine stopped answering")?;
         match event {
             Event::ModelLoaded { name, .. } => bar.set_message(format!("model: {name}")),
-            Event::Progress { frame_id, step, of, .. } => {
+            Event::Progress {
+                frame_id, step, of, ..
+            } => {
                 if let Some(index) = jobs.iter().position(|j| j.frame_id == frame_id) {
                     fractions[index] = step as f64 / of.max(1) as f64;
                     bar.set_position((fractions.iter().sum::<f64>() * UNITS as f64) as u64);
                 }
             }
-            Event::IdentityDone { image, analysis, metadata } => {
-                project::engine_link::store_identity_image(dir, &mut project, &image, &analysis, &metadata, now_seconds())?;
+            Event::IdentityDone {
+                image,
+                analysis,
+                metadata,
+            } => {
+                project::engine_link::store_identity_image(
+                    dir,
+                    &mut project,
+                    &image,
+                    &analysis,
+                    &metadata,
+                    now_seconds(),
+                )?;
             }
             Event::FrameDone(result) => {
                 let (mask, matches) = project::engine_link::analysis_files(&result.analysis);
-                let stored = project::engine_link::store_frame_result(dir, &mut project, &result, mask.as_ref(), &matches, now_seconds())?;
+                let stored = project::engine_link::store_frame_result(
+                    dir,
+                    &mut project,
+                    &result,
+                    mask.as_ref(),
+                    &matches,
+                    now_seconds(),
+                )?;
                 if let (Some(out), Some(_)) = (out, stored) {
                     std::fs::create_dir_all(out)?;
-                    let number = project.frames.iter().position(|f| f.id == result.frame_id).unwrap_or(0) + 1;
+                    let number = project
+                        .frames
+                        .iter()
+                        .position(|f| f.id == result.frame_id)
+                        .unwrap_or(0)
+                        + 1;
                     let path = out.join(format!("frame_{number:03}.png"));
-                    result.image.save(&path).with_context(|| format!("writing {}", path.display()))?;
+                    result
+                        .image
+                        .save(&path)
+                        .with_context(|| format!("writing {}", path.display()))?;
                     written.push(path);
                 }
                 done += 1;
@@ -190,7 +263,13 @@ fn render(dir: &Path, frames: Option<&str>, out: Option<&Path>, model: Option<&s
     Ok(())
 }
 
-fn export(dir: &Path, sheet: Option<PathBuf>, pdf: Option<PathBuf>, sequence: Option<PathBuf>, gif: Option<PathBuf>) -> anyhow::Result<()> {
+fn export(
+    dir: &Path,
+    sheet: Option<PathBuf>,
+    pdf: Option<PathBuf>,
+    sequence: Option<PathBuf>,
+    gif: Option<PathBuf>,
+) -> anyhow::Result<()> {
     use storyloom::export;
     anyhow::ensure!(
         sheet.is_some() || pdf.is_some() || sequence.is_some() || gif.is_some(),

@@ -7,6 +7,6 @@ pub mod pipeline;
 pub mod preview;
 pub mod safetensors_header;
 pub mod sampler;
-pub mod weights;
 pub mod text;
 pub mod vae;
+pub mod weights;

@@ -240,7 +240,16 @@ pub fn store_identity_image(
     let settings = ImageSettings::from_generation(metadata, &story, None);
     let (mask, _) = analysis_files(analysis);
     let next = project.identity.versions.len() + 1;
-    let version = store_image(dir, "identity", next, image, &settings, mask.as_ref(), &[], created)?;
+    let version = store_image(
+        dir,
+        "identity",
+        next,
+        image,
+        &settings,
+        mask.as_ref(),
+        &[],
+        created,
+    )?;
     project.identity.versions.push(version);
     project.identity.active_version = Some(project.identity.versions.len() - 1);
     Ok(project.identity.versions.len() - 1)
