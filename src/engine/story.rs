@@ -79,18 +79,22 @@ struct Progress<'a> {
     requested: Vec<u64>,
     done: usize,
     total: usize,
+    /// Steps one frame is expected to take.
+    planned: usize,
     /// Stored strategy: frames run one after another; this is the one running.
     sequential: Option<usize>,
     seen_full: bool,
 }
 
 impl Progress<'_> {
-    fn step(&mut self, pass: Option<Pass>, _r: &StepReport) {
+    fn step(&mut self, pass: Option<Pass>, r: &StepReport) {
         if let Some(current) = self.sequential.as_mut() {
-            // A new pre-run after a full run is the next frame.
-            if pass == Some(Pass::PreRun) && self.seen_full && _r.step == 0 {
+            // A new pre-run after a full run is the next frame, which counts from zero.
+            if pass == Some(Pass::PreRun) && self.seen_full && r.step == 0 {
                 *current += 1;
                 self.seen_full = false;
+                self.done = 0;
+                self.total = self.planned;
             }
             self.seen_full |= pass == Some(Pass::Full);
         }
@@ -202,7 +206,8 @@ pub fn render_with_methods(
         frame_ids: jobs.iter().map(|j| j.frame_id).collect(),
         requested: requested.clone(),
         done: 0,
-        total: planned_steps(methods, settings.steps, jobs.len()),
+        total: planned_steps(methods, settings.steps),
+        planned: planned_steps(methods, settings.steps),
         sequential: None,
         seen_full: false,
     };
@@ -388,9 +393,10 @@ fn with_scene_sources(all: &[FrameJob], jobs: &[FrameJob]) -> Vec<FrameJob> {
     out
 }
 
-/// Steps a generation is expected to take, for the progress bar (the count grows if a pass
-/// turns out longer, e.g. when ASemConsist decides to record the identity's features).
-fn planned_steps(methods: &MethodSettings, steps: usize, frames: usize) -> usize {
+/// Steps one frame's render is expected to take, for the progress bar (the count grows if a
+/// pass turns out longer, e.g. when ASemConsist records the identity's features, or a stored
+/// identity is recorded before the first frame).
+fn planned_steps(methods: &MethodSettings, steps: usize) -> usize {
     let mut total = 0;
     if methods.characonsist_enabled {
         let c = methods
@@ -403,7 +409,7 @@ fn planned_steps(methods: &MethodSettings, steps: usize, frames: usize) -> usize
     if methods.asemconsist_enabled {
         total += steps / 4;
     }
-    total.max(frames.min(1))
+    total.max(1)
 }
 
 /// One frame to render with its conditioning and CharaConsist spans.
@@ -531,8 +537,10 @@ fn chara_story(
     let cfg = model.pipeline.transformer.config().clone();
     let compute = model.pipeline.transformer.dtype();
     let scaled = settings.scaled_to(params.steps, cfg.depth_single_blocks);
+    // The description names the weights (a FLUX set's transformer file), so a bank recorded
+    // with other weights of the same family is never reused.
     let fingerprint = BankFingerprint::identity(
-        &model.name,
+        &format!("{} ({})", model.name, model.description),
         &scaled,
         &identity.spec,
         params.width,
