@@ -294,3 +294,67 @@ fn a_frame_outside_its_story_is_a_clear_error() {
     assert_eq!(errs.len(), 1);
     assert!(errs[0].contains("not part of the story"), "{}", errs[0]);
 }
+
+#[test]
+fn live_previews_follow_every_frame_of_a_method_story() {
+    let engine = loaded();
+    let s = story(None);
+    for methods in [chara(), {
+        let mut m = MethodSettings {
+            asemconsist_enabled: true,
+            ..MethodSettings::default()
+        };
+        m.asemconsist.afs.mode = AfsMode::Never;
+        m
+    }] {
+        let mut with_previews = settings(methods);
+        with_previews.previews = true;
+        engine.send(Job::Generate {
+            story: s.clone(),
+            frames: s.frames.clone(),
+            settings: with_previews,
+        });
+        let events = until(&engine, |e| matches!(e, Event::Idle));
+        assert!(errors(&events).is_empty(), "{:?}", errors(&events));
+        for id in [1, 2, 3] {
+            let previews: Vec<(u32, u32)> = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Progress {
+                        frame_id,
+                        preview: Some(p),
+                        ..
+                    } if *frame_id == id => Some(p.dimensions()),
+                    _ => None,
+                })
+                .collect();
+            // Every step of the frame passes has the frame's own preview at the frame's size.
+            assert!(
+                previews.len() >= 6,
+                "frame {id}: {} previews",
+                previews.len()
+            );
+            assert!(previews.iter().all(|&d| d == (32, 32)));
+            // The last step's prediction is the finished image: the preview came from this
+            // frame's batch row, not a neighbour's.
+            let last = events
+                .iter()
+                .rev()
+                .find_map(|e| match e {
+                    Event::Progress {
+                        frame_id,
+                        preview: Some(p),
+                        ..
+                    } if *frame_id == id => Some(p.clone()),
+                    _ => None,
+                })
+                .unwrap();
+            let finished = &done(&events)
+                .into_iter()
+                .find(|r| r.frame_id == id)
+                .unwrap()
+                .image;
+            assert!(max_u8_diff(&last, finished) <= 1, "frame {id}");
+        }
+    }
+}

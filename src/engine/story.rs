@@ -23,7 +23,7 @@ use crate::consistency::characonsist::{self, BankFingerprint, PromptSpans, Story
 use crate::consistency::{FrameAnalysis, MethodSettings};
 use crate::model::dit::{Control, NoControl};
 use crate::model::pipeline::{
-    BatchRequest, Conditioning, PipelineError, SampleSpec, latent_geometry,
+    BatchRequest, Conditioning, Pipeline, PipelineError, SampleSpec, latent_geometry,
 };
 use crate::model::sampler::StepReport;
 
@@ -84,10 +84,20 @@ struct Progress<'a> {
     /// Stored strategy: frames run one after another; this is the one running.
     sequential: Option<usize>,
     seen_full: bool,
+    /// Send a preview of each frame with its progress (the user's setting).
+    previews: bool,
+    width: u32,
+    height: u32,
+}
+
+/// Where the frames of a step's batch are: the pipeline and the batch row of the first one.
+struct FrameRows<'p> {
+    pipeline: &'p Pipeline,
+    first_frame_row: usize,
 }
 
 impl Progress<'_> {
-    fn step(&mut self, pass: Option<Pass>, r: &StepReport) {
+    fn step(&mut self, pass: Option<Pass>, r: &StepReport, rows: Option<FrameRows<'_>>) {
         if let Some(current) = self.sequential.as_mut() {
             // A new pre-run after a full run is the next frame, which counts from zero.
             if pass == Some(Pass::PreRun) && self.seen_full && r.step == 0 {
@@ -100,16 +110,37 @@ impl Progress<'_> {
         }
         self.done += 1;
         self.total = self.total.max(self.done);
-        let ids: Vec<u64> = match self.sequential {
-            Some(i) => self.frame_ids.get(i).copied().into_iter().collect(),
-            None => self.frame_ids.clone(),
+        // Stored identity: one frame per batch, in its first frame row.
+        let positions: Vec<(usize, usize)> = match self.sequential {
+            Some(i) => vec![(i, 0)],
+            None => (0..self.frame_ids.len()).map(|k| (k, k)).collect(),
         };
-        for frame_id in ids.into_iter().filter(|id| self.requested.contains(id)) {
+        for (k, offset) in positions {
+            let Some(&frame_id) = self.frame_ids.get(k) else {
+                continue;
+            };
+            if !self.requested.contains(&frame_id) {
+                continue;
+            }
+            // The identity's own recording pass shows no frame.
+            let preview = match &rows {
+                Some(at) if self.previews && pass != Some(Pass::Record) => at
+                    .pipeline
+                    .preview(
+                        r.predicted_x0,
+                        at.first_frame_row + offset,
+                        self.width,
+                        self.height,
+                    )
+                    .ok()
+                    .flatten(),
+                _ => None,
+            };
             (self.report)(Event::Progress {
                 frame_id,
                 step: self.done,
                 of: self.total,
-                preview: None,
+                preview,
             });
         }
     }
@@ -210,6 +241,9 @@ pub fn render_with_methods(
         planned: planned_steps(methods, settings.steps),
         sequential: None,
         seen_full: false,
+        previews: settings.previews,
+        width,
+        height,
     };
 
     let outcome = if methods.asemconsist_enabled {
@@ -239,7 +273,7 @@ pub fn render_with_methods(
             &methods.asemconsist,
             cancel,
             |r| {
-                progress.step(None, r);
+                progress.step(None, r, None);
                 Ok(())
             },
         );
@@ -474,7 +508,14 @@ fn plain_batch(
         stop_after: None,
     };
     let tokens = match model.pipeline.sample_batch(&req, control, cancel, |r| {
-        progress.step(None, r);
+        progress.step(
+            None,
+            r,
+            Some(FrameRows {
+                pipeline: &model.pipeline,
+                first_frame_row: 0,
+            }),
+        );
         Ok(())
     }) {
         Ok(t) => t,
@@ -603,7 +644,14 @@ fn chara_story(
                 cancel,
                 &mut *other,
                 &mut |pass, r| {
-                    progress.step(Some(pass), r);
+                    progress.step(
+                        Some(pass),
+                        r,
+                        Some(FrameRows {
+                            pipeline: &model.pipeline,
+                            first_frame_row: 0,
+                        }),
+                    );
                     Ok(())
                 },
             );
@@ -658,7 +706,19 @@ fn chara_story(
         cancel,
         other,
         |pass, r| {
-            progress.step(Some(pass), r);
+            // Co-batched, row 0 is the identity.
+            let first_frame_row = match strategy {
+                BankStrategy::CoBatched => 1,
+                BankStrategy::Stored { .. } => 0,
+            };
+            progress.step(
+                Some(pass),
+                r,
+                Some(FrameRows {
+                    pipeline: &model.pipeline,
+                    first_frame_row,
+                }),
+            );
             Ok(())
         },
     );
