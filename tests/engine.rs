@@ -1,8 +1,9 @@
 //! The engine thread on the tiny test model: queueing, progress, results, cancellation,
 //! errors, all through the channels.
 
-use std::time::Duration;
+mod engine_common;
 
+use engine_common::{load_tiny, until};
 use storyloom::consistency::MethodSettings;
 use storyloom::engine::{
     EngineHandle, Event, FrameJob, Job, ModelSpec, RenderSettings, StoryContext,
@@ -39,30 +40,8 @@ fn settings(steps: usize) -> RenderSettings {
     }
 }
 
-fn next(engine: &EngineHandle) -> Event {
-    engine
-        .events()
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the engine answers")
-}
-
-/// Collects events until `stop` says so.
-fn until(engine: &EngineHandle, mut stop: impl FnMut(&Event) -> bool) -> Vec<Event> {
-    let mut seen = Vec::new();
-    loop {
-        let e = next(engine);
-        let done = stop(&e);
-        seen.push(e);
-        if done {
-            return seen;
-        }
-    }
-}
-
 fn loaded(engine: &EngineHandle) {
-    engine.send(Job::LoadModel(ModelSpec::TinyRandom { seed: 1 }));
-    until(engine, |e| matches!(e, Event::ModelLoaded { .. }));
-    until(engine, |e| matches!(e, Event::Idle));
+    load_tiny(engine, 1);
 }
 
 #[test]

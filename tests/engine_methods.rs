@@ -2,13 +2,14 @@
 //! identity and frames together, each frame comes back with its analysis, a regenerated
 //! frame reuses the stored identity and reproduces its image, cancel and bad input.
 
-use std::time::Duration;
+mod engine_common;
 
+use engine_common::{load_tiny, until};
 use storyloom::consistency::MethodSettings;
 use storyloom::consistency::asemconsist::AfsMode;
 use storyloom::consistency::characonsist::BackgroundMode;
 use storyloom::engine::{
-    EngineHandle, Event, FrameJob, FrameResult, Job, ModelSpec, RenderSettings, StoryContext,
+    EngineHandle, Event, FrameJob, FrameResult, Job, RenderSettings, StoryContext,
 };
 
 fn frame(id: u64, background: &str, action: &str) -> FrameJob {
@@ -55,30 +56,9 @@ fn chara() -> MethodSettings {
     m
 }
 
-fn next(engine: &EngineHandle) -> Event {
-    engine
-        .events()
-        .recv_timeout(Duration::from_secs(120))
-        .expect("the engine answers")
-}
-
-fn until(engine: &EngineHandle, mut stop: impl FnMut(&Event) -> bool) -> Vec<Event> {
-    let mut seen = Vec::new();
-    loop {
-        let e = next(engine);
-        let done = stop(&e);
-        seen.push(e);
-        if done {
-            return seen;
-        }
-    }
-}
-
 fn loaded() -> EngineHandle {
     let engine = EngineHandle::spawn(|| {});
-    engine.send(Job::LoadModel(ModelSpec::TinyRandom { seed: 3 }));
-    until(&engine, |e| matches!(e, Event::ModelLoaded { .. }));
-    until(&engine, |e| matches!(e, Event::Idle));
+    load_tiny(&engine, 3);
     engine
 }
 

@@ -251,18 +251,16 @@ pub fn render_with_methods(
             .iter()
             .map(|f| (f.background.trim().to_string(), f.action.trim().to_string()))
             .collect();
-        let prompt = asemconsist::story::encode_combined(
-            model.encoder.as_mut(),
-            &character_text(story),
-            &pairs,
-        )
-        .context("encoding the combined prompt")?;
+        let character = character_text(story);
+        let prompt =
+            asemconsist::story::encode_combined(model.encoder.as_mut(), &character, &pairs)
+                .context("encoding the combined prompt")?;
         let seeds: Vec<u64> = all.iter().map(|f| f.seed).collect();
         let prepared = asemconsist::story::prepare(
             &model.pipeline,
             model.encoder.as_mut(),
             &prompt,
-            &character_text(story),
+            &character,
             &pairs,
             story.identity_seed,
             &seeds,
