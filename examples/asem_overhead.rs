@@ -91,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         )?,
         codec: Codec::Pixels(codec),
         shift: ScheduleShift::Resolution,
+        prediction: storyloom::model::sampler::Prediction::Velocity,
         preview: None,
     };
     let mut encoder = WordEncoder(

@@ -52,6 +52,7 @@ fn pipeline() -> anyhow::Result<Pipeline> {
         transformer,
         codec: Codec::Pixels(PixelCodec { factor: FACTOR }),
         shift: ScheduleShift::Resolution,
+        prediction: storyloom::model::sampler::Prediction::Velocity,
         preview: None,
     })
 }

@@ -141,3 +141,31 @@ fn a_folder_without_weights_is_explained() {
     let err = load_transformer(dir.path(), &opts()).unwrap_err();
     assert!(err.to_string().contains("diffusion_pytorch_model"), "{err}");
 }
+
+#[test]
+fn diffusers_config_says_what_the_output_means() {
+    use storyloom::model::sampler::Prediction;
+    use storyloom::model::weights::locate_transformer;
+    let dir = tempfile::tempdir().unwrap();
+    save(
+        dir.path(),
+        "diffusion_pytorch_model.safetensors",
+        &tiny_weights(),
+    );
+    let config = dir.path().join("config.json");
+    let with = |json: &str| {
+        std::fs::write(&config, json).unwrap();
+        locate_transformer(dir.path())
+    };
+    // FLUX's own configs do not name it: the velocity.
+    let files = with(r#"{"axes_dims_rope": [4, 6, 6]}"#).unwrap();
+    assert_eq!(files.prediction, Prediction::Velocity);
+    let files = with(r#"{"axes_dims_rope": [4, 6, 6], "prediction_type": "sample"}"#).unwrap();
+    assert_eq!(files.prediction, Prediction::Sample);
+    // A meaning the sampler cannot use is refused by name, not sampled wrongly.
+    let err = with(r#"{"prediction_type": "epsilon"}"#).unwrap_err();
+    assert!(
+        matches!(&err, WeightsError::BadFolder { reason, .. } if reason.contains("epsilon")),
+        "{err}"
+    );
+}

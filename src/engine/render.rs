@@ -74,10 +74,13 @@ pub fn load_model(spec: &ModelSpec) -> anyhow::Result<LoadedModel> {
         ModelSpec::Builtin => {
             let model = crate::model::builtin::model::BuiltinModel::load(&device)
                 .context("loading the built-in model")?;
+            let weights_id = model.weights_id.clone();
             let (pipeline, encoder) = model.into_parts();
             Ok(LoadedModel::new(
                 "Built-in".into(),
-                "Storyloom's small model (64x64, trained on the built-in world)".into(),
+                format!(
+                    "Storyloom's small model (64x64, trained on the built-in world; weights {weights_id})"
+                ),
                 pipeline,
                 Box::new(encoder),
             ))
@@ -102,6 +105,7 @@ fn load_flux(files: &super::messages::FluxFiles, device: &Device) -> anyhow::Res
     };
     let transformer = crate::model::weights::load_transformer(&files.transformer, &opts)
         .with_context(|| format!("transformer {}", files.transformer.display()))?;
+    let prediction = crate::model::weights::locate_transformer(&files.transformer)?.prediction;
     let vae = crate::model::vae::FluxVae::load(&files.vae, dtype, device)
         .with_context(|| format!("autoencoder {}", files.vae.display()))?;
     let guidance = transformer.config().guidance_embed;
@@ -136,6 +140,7 @@ fn load_flux(files: &super::messages::FluxFiles, device: &Device) -> anyhow::Res
         transformer,
         codec: crate::model::codec::Codec::Vae(vae),
         shift,
+        prediction,
         preview: Some(crate::model::preview::LatentPreview::flux()),
     };
     Ok(LoadedModel::new(

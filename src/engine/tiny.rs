@@ -42,6 +42,7 @@ pub fn tiny_pipeline(seed: u64, device: &Device) -> candle_core::Result<Pipeline
         transformer,
         codec: Codec::Pixels(PixelCodec { factor: 2 }),
         shift: ScheduleShift::Resolution,
+        prediction: crate::model::sampler::Prediction::Velocity,
         preview: None,
     })
 }

@@ -11,8 +11,8 @@ use super::codec::{Codec, tensor_to_rgb};
 use super::dit::{Control, FluxInputs, FluxTransformer, StepInfo};
 use super::preview::LatentPreview;
 use super::sampler::{
-    SampleError, ScheduleShift, StepReport, euler_sample, initial_noise, pack_latents, schedule,
-    unpack_latents,
+    Prediction, SampleError, ScheduleShift, StepReport, euler_sample, initial_noise, pack_latents,
+    schedule, unpack_latents,
 };
 
 /// Text conditioning of one prompt, ready for the DiT.
@@ -84,6 +84,8 @@ pub struct Pipeline {
     pub transformer: FluxTransformer,
     pub codec: Codec,
     pub shift: ScheduleShift,
+    /// What the transformer's output means (FLUX: the velocity).
+    pub prediction: Prediction,
     pub preview: Option<LatentPreview>,
 }
 
@@ -189,9 +191,11 @@ impl Pipeline {
                     num_steps: req.steps,
                     batch_index: &req.batch_index,
                 };
-                self.transformer
+                let output = self
+                    .transformer
                     .forward_with(&inputs, &info, ctrl)?
-                    .to_dtype(DType::F32)
+                    .to_dtype(DType::F32)?;
+                self.prediction.to_velocity(output, x, t)
             },
             &mut on_step,
         )?;

@@ -78,6 +78,41 @@ pub fn initial_noise(
     seeded_normal(seed, &[1, channels, h, w], &Device::Cpu)?.to_device(device)
 }
 
+/// Smallest t a clean-image prediction is divided by when turned into a velocity; the
+/// built-in model's training used the same bound (`assets/builtin/train.py`, `T_MIN`).
+pub const SAMPLE_PREDICTION_T_MIN: f64 = 0.05;
+
+/// What a transformer's output means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Prediction {
+    /// The flow velocity `eps - x0` (FLUX.1).
+    #[default]
+    Velocity,
+    /// The clean sample `x0` (the built-in model: a 192-feature pixel token is wider than its
+    /// 128-wide hidden state, so it is trained to predict the image, not the noise in it).
+    Sample,
+}
+
+impl Prediction {
+    /// Reads diffusers' `prediction_type` name; `None` for names this sampler cannot use.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "velocity" | "flow" | "flow_prediction" => Some(Self::Velocity),
+            "sample" => Some(Self::Sample),
+            _ => None,
+        }
+    }
+
+    /// The velocity the Euler step integrates. For a clean-image prediction x0 at time t,
+    /// x_t = (1 - t) x0 + t eps gives v = eps - x0 = (x_t - x0) / t.
+    pub fn to_velocity(self, output: Tensor, x: &Tensor, t: f64) -> CandleResult<Tensor> {
+        match self {
+            Self::Velocity => Ok(output),
+            Self::Sample => (x - output)? / t.max(SAMPLE_PREDICTION_T_MIN),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SampleError {
     #[error("cancelled at step {step}")]
@@ -129,6 +164,36 @@ pub fn euler_sample(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sample_prediction_becomes_the_velocity_of_the_straight_path() -> CandleResult<()> {
+        // x0 = 2, eps = -1, t = 0.25: x_t = 0.75 * 2 + 0.25 * -1 = 1.25, v = eps - x0 = -3.
+        let x = Tensor::new(&[1.25f32], &Device::Cpu)?;
+        let x0 = Tensor::new(&[2f32], &Device::Cpu)?;
+        let v = Prediction::Sample.to_velocity(x0.clone(), &x, 0.25)?;
+        assert!((v.to_vec1::<f32>()?[0] + 3.0).abs() < 1e-6);
+        // One Euler step to t = 0 lands on x0.
+        let landed = (&x + (&v * -0.25)?)?;
+        assert!((landed.to_vec1::<f32>()?[0] - 2.0).abs() < 1e-6);
+        // Below the bound, t is clamped: (1.25 - 2) / 0.05 = -15.
+        let v = Prediction::Sample.to_velocity(x0.clone(), &x, 0.01)?;
+        assert!((v.to_vec1::<f32>()?[0] + 15.0).abs() < 1e-4);
+        // A velocity model's output passes through untouched.
+        let v = Prediction::Velocity.to_velocity(x0, &x, 0.25)?;
+        assert_eq!(v.to_vec1::<f32>()?, vec![2.0]);
+        Ok(())
+    }
+
+    #[test]
+    fn prediction_names_follow_diffusers() {
+        assert_eq!(Prediction::from_name("sample"), Some(Prediction::Sample));
+        assert_eq!(
+            Prediction::from_name("velocity"),
+            Some(Prediction::Velocity)
+        );
+        assert_eq!(Prediction::from_name("epsilon"), None);
+        assert_eq!(Prediction::default(), Prediction::Velocity);
+    }
 
     #[test]
     fn mu_hits_both_ends_of_the_line() {

@@ -13,6 +13,7 @@ use candle_nn::VarBuilder;
 
 use super::dit::{FluxConfig, FluxTransformer, init::expected_tensors};
 use super::safetensors_header::{Header, HeaderError, read_header};
+use super::sampler::Prediction;
 
 /// Prefix of the transformer in BFL-style all-in-one checkpoints.
 pub const BFL_PREFIX: &str = "model.diffusion_model.";
@@ -561,6 +562,8 @@ pub struct TransformerFiles {
     pub layout: Layout,
     /// `axes_dims_rope` of a diffusers config.json, when there is one.
     pub axes_dim: Option<Vec<usize>>,
+    /// `prediction_type` of a diffusers config.json; FLUX's velocity when absent.
+    pub prediction: Prediction,
 }
 
 /// Finds the transformer in a path: a single file, a diffusers `transformer/` folder, or a
@@ -573,6 +576,7 @@ pub fn locate_transformer(path: &Path) -> Result<TransformerFiles, WeightsError>
                 files: vec![path.into()],
                 layout,
                 axes_dim: None,
+                prediction: Prediction::Velocity,
             }),
             Component::Bundle(parts) => parts
                 .into_iter()
@@ -581,6 +585,7 @@ pub fn locate_transformer(path: &Path) -> Result<TransformerFiles, WeightsError>
                         files: vec![path.into()],
                         layout,
                         axes_dim: None,
+                        prediction: Prediction::Velocity,
                     }),
                     _ => None,
                 })
@@ -609,7 +614,10 @@ pub fn locate_transformer(path: &Path) -> Result<TransformerFiles, WeightsError>
         path: dir.clone(),
         source,
     };
-    let axes_dim = read_axes_from_config(&dir.join("config.json"))?;
+    let DiffusersConfig {
+        axes_dim,
+        prediction,
+    } = read_diffusers_config(&dir.join("config.json"))?;
     let index = dir.join("diffusion_pytorch_model.safetensors.index.json");
     let single = dir.join("diffusion_pytorch_model.safetensors");
     let files = if index.is_file() {
@@ -633,12 +641,20 @@ pub fn locate_transformer(path: &Path) -> Result<TransformerFiles, WeightsError>
         files,
         layout: Layout::Diffusers,
         axes_dim,
+        prediction,
     })
 }
 
-fn read_axes_from_config(path: &Path) -> Result<Option<Vec<usize>>, WeightsError> {
+/// What Storyloom reads from a diffusers transformer's config.json.
+#[derive(Debug, Default)]
+struct DiffusersConfig {
+    axes_dim: Option<Vec<usize>>,
+    prediction: Prediction,
+}
+
+fn read_diffusers_config(path: &Path) -> Result<DiffusersConfig, WeightsError> {
     if !path.is_file() {
-        return Ok(None);
+        return Ok(DiffusersConfig::default());
     }
     let text = std::fs::read_to_string(path).map_err(|source| WeightsError::Io {
         path: path.into(),
@@ -649,14 +665,27 @@ fn read_axes_from_config(path: &Path) -> Result<Option<Vec<usize>>, WeightsError
             path: path.into(),
             reason: format!("invalid config.json: {e}"),
         })?;
-    Ok(json
+    let axes_dim = json
         .get("axes_dims_rope")
         .and_then(|a| a.as_array())
         .map(|a| {
             a.iter()
                 .filter_map(|v| v.as_u64().map(|x| x as usize))
                 .collect()
-        }))
+        });
+    let prediction = match json.get("prediction_type").and_then(|p| p.as_str()) {
+        None => Prediction::Velocity,
+        Some(name) => Prediction::from_name(name).ok_or_else(|| WeightsError::BadFolder {
+            path: path.into(),
+            reason: format!(
+                "prediction_type \"{name}\" is not supported (use \"velocity\" or \"sample\")"
+            ),
+        })?,
+    };
+    Ok(DiffusersConfig {
+        axes_dim,
+        prediction,
+    })
 }
 
 /// Options of [`load_transformer`].

@@ -22,11 +22,11 @@ use crate::model::dit::{FluxTransformer, NoControl};
 use crate::model::pipeline::{
     BatchRequest, Conditioning, Pipeline, PipelineError, PromptEncoder, SampleSpec,
 };
-use crate::model::sampler::ScheduleShift;
+use crate::model::sampler::{Prediction, ScheduleShift};
 use crate::model::text::{
     EncoderPaths, PooledSource, Separator, TextEncoder, TextEncoderOptions, TextError,
 };
-use crate::model::weights::{LoadOptions, WeightsError, load_transformer};
+use crate::model::weights::{LoadOptions, WeightsError, load_transformer, locate_transformer};
 
 /// Width and height of the images the model was trained on.
 pub const IMAGE_SIZE: u32 = 64;
@@ -88,6 +88,17 @@ pub fn latent_to_pixels(latent: &Tensor) -> candle_core::Result<RgbImage> {
     };
     let x = Codec::Pixels(pixel_codec()).decode(&latent)?;
     tensor_to_rgb(&x.get(0)?)
+}
+
+/// CRC-32 of the files' bytes in order, as 8 hex digits: cheap (about 10 MB) and enough to
+/// tell one training run's weights from another's.
+fn weights_checksum(files: &[PathBuf]) -> Result<String, BuiltinError> {
+    let mut hasher = crc32fast::Hasher::new();
+    for path in files {
+        let bytes = std::fs::read(path).map_err(|_| BuiltinError::Missing(path.clone()))?;
+        hasher.update(&bytes);
+    }
+    Ok(format!("{:08x}", hasher.finalize()))
 }
 
 /// The built-in T5 with the prompt conventions used in training (parts joined by ", ").
@@ -163,6 +174,9 @@ impl PromptEncoder for BuiltinPromptEncoder {
 pub struct BuiltinModel {
     pub pipeline: Pipeline,
     pub encoder: BuiltinPromptEncoder,
+    /// Names these weights (a checksum of the weight files), so that what was recorded with
+    /// other weights in the same folder, such as a cached identity bank, is not reused.
+    pub weights_id: String,
 }
 
 impl BuiltinModel {
@@ -177,6 +191,7 @@ impl BuiltinModel {
         if !transformer_dir.exists() {
             return Err(BuiltinError::Missing(transformer_dir));
         }
+        let prediction = locate_transformer(&transformer_dir)?.prediction;
         let transformer = load_transformer(
             &transformer_dir,
             &LoadOptions {
@@ -186,19 +201,26 @@ impl BuiltinModel {
             },
         )?;
         let encoder = BuiltinPromptEncoder::load(dir, device)?;
+        let weights_id = weights_checksum(&[
+            transformer_dir.join("diffusion_pytorch_model.safetensors"),
+            dir.join("text_encoder").join("model.safetensors"),
+        ])?;
         Ok(Self {
-            pipeline: Self::pipeline_of(transformer),
+            pipeline: Self::pipeline_of(transformer, prediction),
             encoder,
+            weights_id,
         })
     }
 
     /// The pipeline the built-in model samples with: pixel codec, FLUX.1-dev's schedule shift
-    /// for 64 image tokens (what training's timestep distribution was shifted with).
-    pub fn pipeline_of(transformer: FluxTransformer) -> Pipeline {
+    /// for 64 image tokens (what training's timestep distribution was shifted with), and the
+    /// output meaning its config.json records (the shipped weights predict the clean image).
+    pub fn pipeline_of(transformer: FluxTransformer, prediction: Prediction) -> Pipeline {
         Pipeline {
             transformer,
             codec: Codec::Pixels(pixel_codec()),
             shift: ScheduleShift::Resolution,
+            prediction,
             preview: None,
         }
     }
