@@ -11,10 +11,14 @@ joined by ", " as in training):
   pooled    f32 [1, 128]      mean of `hidden` over the real tokens
   x         f32 [1, 64, 192]  a noisy image-token input (seeded normal)
   t         f32 [1]           its time in [0, 1]
-  velocity  f32 [1, 64, 192]  the transformer's output
+  output    f32 [1, 64, 192]  the transformer's raw output (the clean-image prediction)
+  noise     f32 [1, 64, 192]  a start for sampling (seeded normal)
+  sampled   f32 [1, 64, 192]  20 Euler steps from `noise` on the shifted schedule, the
+                              prediction turned into a velocity as Storyloom's sampler does
 """
 
 import argparse
+import json
 import os
 
 import torch
@@ -31,6 +35,18 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 BACKGROUND = "on a sunny beach"
 CHARACTER = "a red round creature with stripes"
 ACTION = "jumping in the middle"
+STEPS = 20
+
+
+def sample(text_encoder, transformer, x, ids, lengths, img_ids, txt_ids, prediction, steps=STEPS):
+    """Plain Euler from t = 1 to 0 on FLUX's schedule shifted for 64 image tokens."""
+    mu = train.shift_mu(train.IMAGE_TOKENS)
+    times = [train.time_shift(mu, 1.0 - k / steps) for k in range(steps)] + [0.0]
+    for t, t_next in zip(times[:-1], times[1:]):
+        out = train.predict(text_encoder, transformer, x, torch.tensor([t]), ids, lengths, img_ids, txt_ids)
+        v = train.to_velocity(prediction, out, x, torch.tensor(t))
+        x = x + (t_next - t) * v
+    return x
 
 
 def main():
@@ -51,11 +67,14 @@ def main():
     gen = torch.Generator().manual_seed(1234)
     x = torch.randn(1, train.IMAGE_TOKENS, 192, generator=gen)
     t = torch.tensor([0.7])
+    with open(os.path.join(args.model, "transformer", "config.json")) as f:
+        prediction = json.load(f).get("prediction_type", "velocity")
+    img_ids, txt_ids = train.image_ids(8, 8), torch.zeros(train.TEXT_LEN, 3)
+    noise = torch.randn(1, train.IMAGE_TOKENS, 192, generator=gen)
     with torch.no_grad():
         hidden, pooled = train.encode_text(text_encoder, ids, lengths)
-        velocity = train.predict_velocity(
-            text_encoder, transformer, x, t, ids, lengths, train.image_ids(8, 8), torch.zeros(train.TEXT_LEN, 3)
-        )
+        output = train.predict(text_encoder, transformer, x, t, ids, lengths, img_ids, txt_ids)
+        sampled = sample(text_encoder, transformer, noise, ids, lengths, img_ids, txt_ids, prediction)
     save_file(
         {
             "ids": ids.contiguous(),
@@ -63,7 +82,9 @@ def main():
             "pooled": pooled.contiguous(),
             "x": x.contiguous(),
             "t": t.contiguous(),
-            "velocity": velocity.contiguous(),
+            "output": output.contiguous(),
+            "noise": noise.contiguous(),
+            "sampled": sampled.contiguous(),
         },
         args.out,
     )

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Trains Storyloom's built-in model on the procedural world.
 
-One command, after exporting the data set with the Rust exporter:
+The shipped weights come from three runs of this script (``train_all.sh`` beside it runs the
+export and all three in one command). One run, after exporting the data set with the Rust
+exporter:
 
     cargo run --release --locked --example export_world_dataset -- --count 30000 --out /tmp/world
     python3 assets/builtin/train.py --data /tmp/world --out assets/builtin
@@ -16,9 +18,20 @@ What is trained, jointly and from scratch:
 Conditioning follows FLUX.1: the T5 output (64 tokens, `</s>` appended, padded with id 0, no
 attention mask anywhere) enters the transformer's text stream; the pooled vector is the mean of
 the T5 output over the real tokens (including `</s>`, excluding padding). No guidance embedding,
-no classifier-free guidance: plain conditional rectified flow, x_t = (1 - t) x0 + t eps with
-target v = eps - x0, t drawn logit-normal and shifted with FLUX's resolution shift for 64 image
-tokens, the same shift Storyloom's sampler applies at inference.
+no classifier-free guidance: plain conditional rectified flow, x_t = (1 - t) x0 + t eps, t drawn
+logit-normal and shifted with FLUX's resolution shift for 64 image tokens, the same shift
+Storyloom's sampler applies at inference.
+
+The network predicts the clean image x0 ("sample" prediction), not the velocity: a pixel token
+has 192 features and the hidden width is 128, so the network cannot carry the per-pixel noise a
+velocity (eps - x0) or eps target contains, while clean images lie on a low-dimensional
+manifold it can reach (Li & He, "Back to Basics: Let Denoising Generative Models Denoise",
+2025). The loss is still measured on the velocity, v = (x_t - x0_hat) / max(t, T_MIN) against
+eps - x0, which weights the x0 error by 1/t^2 as the velocity loss does; ``--loss-space sample``
+measures the x0 error itself instead (later stages: it gives high noise, where only the caption
+can tell the character's colour, as much weight as low noise). Storyloom's sampler
+converts the prediction the same way; ``prediction_type`` in transformer/config.json tells it
+which output the weights give. ``--prediction velocity`` trains the plain FLUX objective.
 
 The exponential moving average of the weights is what gets saved, in diffusers / transformers
 folder layout (``transformer/`` and ``text_encoder/`` under --out), every few minutes, so an
@@ -164,7 +177,12 @@ def encode_text(text_encoder, ids, lengths):
     return hidden, pooled
 
 
-def predict_velocity(text_encoder, transformer, x_t, t, ids, lengths, img_ids, txt_ids):
+# Smallest t the x0 -> velocity conversion divides by; Storyloom's sampler uses the same.
+T_MIN = 0.05
+
+
+def predict(text_encoder, transformer, x_t, t, ids, lengths, img_ids, txt_ids):
+    """The transformer's raw output: x0 ("sample") or the velocity, per --prediction."""
     hidden, pooled = encode_text(text_encoder, ids, lengths)
     return transformer(
         hidden_states=x_t,
@@ -177,18 +195,38 @@ def predict_velocity(text_encoder, transformer, x_t, t, ids, lengths, img_ids, t
     )[0]
 
 
-def flow_loss(text_encoder, transformer, x0, ids, lengths, t, eps, img_ids, txt_ids):
+def to_velocity(prediction, out, x_t, t_b):
+    if prediction == "sample":
+        return (x_t - out) / t_b.clamp(min=T_MIN)
+    return out
+
+
+def flow_loss(text_encoder, transformer, x0, ids, lengths, t, eps, img_ids, txt_ids, prediction, space="velocity"):
+    """Mean squared error of the implied velocity, or (``space="sample"``, x0 prediction only)
+    of the clean image itself: the velocity error is the x0 error weighted by 1/t^2, which puts
+    most of the weight on low noise, where the picture is already decided and the caption
+    hardly matters; the plain x0 error weights every t alike."""
     t_b = t[:, None, None]
     x_t = (1.0 - t_b) * x0 + t_b * eps
-    v = predict_velocity(text_encoder, transformer, x_t, t, ids, lengths, img_ids, txt_ids)
-    return F.mse_loss(v, eps - x0)
+    out = predict(text_encoder, transformer, x_t, t, ids, lengths, img_ids, txt_ids)
+    if space == "sample" and prediction == "sample":
+        return F.mse_loss(out, x0)
+    return F.mse_loss(to_velocity(prediction, out, x_t, t_b), eps - x0)
 
 
-def save_models(out_dir, text_encoder, transformer):
+def save_models(out_dir, text_encoder, transformer, prediction):
     """Writes both folders next to each other, replacing earlier ones only once complete."""
     staging = os.path.join(out_dir, ".staging")
     shutil.rmtree(staging, ignore_errors=True)
     transformer.save_pretrained(os.path.join(staging, "transformer"), safe_serialization=True)
+    # Storyloom reads what the output means from the transformer's config (absent = velocity).
+    config_path = os.path.join(staging, "transformer", "config.json")
+    with open(config_path) as f:
+        config = json.load(f)
+    config["prediction_type"] = prediction
+    with open(config_path, "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+        f.write("\n")
     text_encoder.save_pretrained(os.path.join(staging, "text_encoder"), safe_serialization=True)
     for part in ("transformer", "text_encoder"):
         final = os.path.join(out_dir, part)
@@ -245,8 +283,8 @@ def main():
         help="tokenizer.json (default: the one shipped next to this script, else the data set's)",
     )
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (2x slower steps)")
-    parser.add_argument("--steps", type=int, default=850, help="planned optimiser steps")
-    parser.add_argument("--minutes", type=float, default=110.0, help="stop earlier after this long")
+    parser.add_argument("--steps", type=int, default=4500, help="planned optimiser steps")
+    parser.add_argument("--minutes", type=float, default=75.0, help="stop earlier after this long")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=4e-4)
     parser.add_argument("--warmup", type=int, default=100)
@@ -262,6 +300,18 @@ def main():
     parser.add_argument("--init", default=None, help="start from the transformer/ and text_encoder/ saved in this folder")
     parser.add_argument("--first-step", type=int, default=0, help="step number the --init weights were saved at (continues the log)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--loss-space",
+        choices=["velocity", "sample"],
+        default="velocity",
+        help="train on the implied velocity's error (default) or the clean image's (x0 prediction only); the held-out loss is always the velocity's",
+    )
+    parser.add_argument(
+        "--prediction",
+        choices=["sample", "velocity"],
+        default="sample",
+        help="what the transformer outputs: the clean image (default) or FLUX's velocity",
+    )
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
@@ -344,12 +394,12 @@ def main():
 
     def checkpoint(step, elapsed):
         with torch.no_grad():
-            val = flow_loss(ema_text, ema_dit, val_x0, all_ids[val_idx], all_lengths[val_idx], val_t, val_eps, img_ids, txt_ids).item()
+            val = flow_loss(ema_text, ema_dit, val_x0, all_ids[val_idx], all_lengths[val_idx], val_t, val_eps, img_ids, txt_ids, args.prediction).item()
         val_steps.append(args.first_step + step)
         val_losses.append(val)
         log.writerow([args.first_step + step, f"{elapsed:.1f}", "", "", f"{val:.5f}"])
         log_file.flush()
-        save_models(args.out, ema_text, ema_dit)
+        save_models(args.out, ema_text, ema_dit, args.prediction)
         draw_loss_curve(os.path.join(args.out, "loss.png"), steps, losses, val_steps, val_losses)
         print(f"checkpoint at step {args.first_step + step} ({elapsed / 60:.1f} min): held-out EMA loss {val:.4f}", flush=True)
 
@@ -370,7 +420,7 @@ def main():
         lr = lr_at(step)
         for group in optimiser.param_groups:
             group["lr"] = lr
-        loss = train_loss(text_encoder, transformer, x0, all_ids[idx], all_lengths[idx], t, eps, img_ids, txt_ids)
+        loss = train_loss(text_encoder, transformer, x0, all_ids[idx], all_lengths[idx], t, eps, img_ids, txt_ids, args.prediction, args.loss_space)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

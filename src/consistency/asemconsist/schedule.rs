@@ -217,6 +217,16 @@ mod tests {
     }
 
     #[test]
+    fn built_in_model_windows_at_twenty_steps() {
+        // The table in the built-in model's card. STM: [7, 12) * 20/28 = [5, 8.57) -> 5..=8;
+        // AFS: [1, 7) * 20/28 = [0.71, 5) -> 1..=4; probe: [4, 5) * 20/28 = [2.86, 3.57) -> 3..=3.
+        let z = StepIndexing::ZeroBased;
+        assert_eq!(PAPER_STM_STEPS.sampler_steps(20, z), 5..=8);
+        assert_eq!(PAPER_AFS_STEPS.sampler_steps(20, z), 1..=4);
+        assert_eq!(PAPER_PROBE_STEP.sampler_steps(20, z), 3..=3);
+    }
+
+    #[test]
     fn other_step_counts_scale_the_window() {
         // 50 steps: [7, 12) * 50/28 = [12.5, 21.43) -> [13, 21) -> 13..=20.
         assert_eq!(

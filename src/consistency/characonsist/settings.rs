@@ -313,6 +313,9 @@ mod tests {
         assert_eq!(s.merge_steps, StepWindow { first: 1, last: 12 });
         assert_eq!((s.alpha_full_until, s.alpha_zero_from), (4, 12));
         assert_eq!(s.foreground_layers.indices(8), vec![0, 2, 4, 6]);
+        // The built-in model's 4 single blocks.
+        assert_eq!(s.foreground_layers.indices(4), vec![0, 2]);
+        assert_eq!(s.background_layers.indices(4), vec![0, 1, 2, 3]);
         // 28 steps: 10·28/50 = 5.6 -> 6; 40·28/50 = 22.4 -> 22.
         let s = CharaConsistSettings::default().scaled_to(28, 38);
         assert_eq!(s.extraction_step, 6);
