@@ -376,7 +376,7 @@ impl MaskAccumulator {
     }
 
     /// The mask as the settings ask for it: eq. (9) with the settings' variant, then
-    /// erosion and dilation when `clean_mask` is on.
+    /// erosion and dilation when `clean_mask` is on, with radii scaled to the grid.
     pub fn mask(
         &self,
         rows: usize,
@@ -386,7 +386,8 @@ impl MaskAccumulator {
     ) -> Result<TokenMask, CharaConsistError> {
         let raw = self.raw_mask(rows, cols, spans, settings.mask_variant)?;
         Ok(if settings.clean_mask {
-            raw.cleaned(settings.erosion_radius, settings.dilation_radius)
+            let (erosion, dilation) = settings.mask_radii(rows, cols);
+            raw.cleaned(erosion, dilation)
         } else {
             raw
         })
@@ -622,17 +623,30 @@ mod tests {
 
     #[test]
     fn settings_mask_is_cleaned() {
-        // 5x5 grid, a single fg token in the middle: erosion removes it.
+        // 64x64 grid (FLUX at 1024 px), a single fg token in the middle: erosion removes it.
         let mut acc = MaskAccumulator::new();
-        acc.add_probs(&pattern(1, 25, &[12]), &spans()).unwrap();
+        acc.add_probs(&pattern(1, 64 * 64, &[32 * 64 + 32]), &spans())
+            .unwrap();
         let settings = CharaConsistSettings::default();
         assert_eq!(
-            acc.raw_mask(5, 5, &spans(), settings.mask_variant)
+            acc.raw_mask(64, 64, &spans(), settings.mask_variant)
                 .unwrap()
                 .count(),
             1
         );
-        assert_eq!(acc.mask(5, 5, &spans(), &settings).unwrap().count(), 0);
+        assert_eq!(acc.mask(64, 64, &spans(), &settings).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn small_grid_keeps_a_character_two_tokens_wide() {
+        // 8x8 grid (the built-in model), a 2x2 foreground: the radii scale to 0, so the
+        // cleaned mask is the raw one (a 3x3 erosion would leave nothing).
+        let mut acc = MaskAccumulator::new();
+        acc.add_probs(&pattern(1, 64, &[27, 28, 35, 36]), &spans())
+            .unwrap();
+        let settings = CharaConsistSettings::default();
+        let mask = acc.mask(8, 8, &spans(), &settings).unwrap();
+        assert_eq!(mask.foreground_tokens(), vec![27, 28, 35, 36]);
     }
 
     #[test]

@@ -163,9 +163,10 @@ pub struct CharaConsistSettings {
     pub mask_variant: MaskVariant,
     /// Clean the raw mask by erosion then dilation (released code: on).
     pub clean_mask: bool,
-    /// Erosion radius in tokens: 1 = 3x3 square.
+    /// Erosion radius in tokens of a 64-token grid (FLUX at 1024 px): 1 = 3x3 square. Scales
+    /// with the grid (see [`CharaConsistSettings::mask_radii`]).
     pub erosion_radius: u8,
-    /// Dilation radius in tokens: 2 = 5x5 square.
+    /// Dilation radius in tokens of a 64-token grid: 2 = 5x5 square. Scales with the grid.
     pub dilation_radius: u8,
 }
 
@@ -206,7 +207,24 @@ fn scale_index(i: usize, from: usize, to: usize) -> usize {
     (2 * i * to + from) / (2 * from)
 }
 
+/// Side in tokens of the image grid the released code's mask radii were chosen for (FLUX.1
+/// at 1024x1024: 64x64 tokens).
+pub const REFERENCE_MASK_GRID: usize = 64;
+
 impl CharaConsistSettings {
+    /// Erosion and dilation radii on a `rows x cols` token grid: the settings' radii scale
+    /// with the grid's shorter side against [`REFERENCE_MASK_GRID`] (rounded, halves up), so
+    /// they are the released code's at 1024 px, while on a small grid (the built-in model's
+    /// 8x8) a 3x3 erosion does not wipe out a character two tokens wide.
+    pub fn mask_radii(&self, rows: usize, cols: usize) -> (u8, u8) {
+        let side = rows.min(cols);
+        let scale = |r: u8| {
+            let scaled = scale_index(r as usize, REFERENCE_MASK_GRID, side);
+            scaled.min(u8::MAX as usize) as u8
+        };
+        (scale(self.erosion_radius), scale(self.dilation_radius))
+    }
+
     /// The same settings for a schedule of `num_steps` steps and a model with
     /// `num_single_blocks` single blocks.
     ///
@@ -320,6 +338,19 @@ mod tests {
         let s = CharaConsistSettings::default().scaled_to(28, 38);
         assert_eq!(s.extraction_step, 6);
         assert_eq!(s.tracking_steps.last, 22);
+    }
+
+    #[test]
+    fn mask_radii_follow_the_grid() {
+        let s = CharaConsistSettings::default();
+        // 1024 px (64 tokens) and 1024x768 (48): the released code's 1 and 2.
+        assert_eq!(s.mask_radii(64, 64), (1, 2));
+        assert_eq!(s.mask_radii(48, 64), (1, 2));
+        // 512 px: 1·32/64 = 0.5 -> 1, 2·32/64 = 1. 2048 px: 2 and 4.
+        assert_eq!(s.mask_radii(32, 32), (1, 1));
+        assert_eq!(s.mask_radii(128, 128), (2, 4));
+        // The built-in model's 8x8: 0.125 and 0.25 -> no cleaning.
+        assert_eq!(s.mask_radii(8, 8), (0, 0));
     }
 
     #[test]
