@@ -103,9 +103,12 @@ fn load_flux(files: &super::messages::FluxFiles, device: &Device) -> anyhow::Res
         device: device.clone(),
         axes_dim: None,
     };
-    let transformer = crate::model::weights::load_transformer(&files.transformer, &opts)
-        .with_context(|| format!("transformer {}", files.transformer.display()))?;
-    let prediction = crate::model::weights::locate_transformer(&files.transformer)?.prediction;
+    let transformer_context = || format!("transformer {}", files.transformer.display());
+    let located = crate::model::weights::locate_transformer(&files.transformer)
+        .with_context(transformer_context)?;
+    let transformer = crate::model::weights::load_located_transformer(&located, &opts)
+        .with_context(transformer_context)?;
+    let prediction = located.prediction;
     let vae = crate::model::vae::FluxVae::load(&files.vae, dtype, device)
         .with_context(|| format!("autoencoder {}", files.vae.display()))?;
     let guidance = transformer.config().guidance_embed;

@@ -709,7 +709,15 @@ impl Default for LoadOptions {
 
 /// Loads a transformer from a file or folder (see [`locate_transformer`]).
 pub fn load_transformer(path: &Path, opts: &LoadOptions) -> Result<FluxTransformer, WeightsError> {
-    let files = locate_transformer(path)?;
+    load_located_transformer(&locate_transformer(path)?, opts)
+}
+
+/// Loads a transformer from files [`locate_transformer`] found, for callers that also need
+/// what else it read (such as `prediction`) without locating the files twice.
+pub fn load_located_transformer(
+    files: &TransformerFiles,
+    opts: &LoadOptions,
+) -> Result<FluxTransformer, WeightsError> {
     let headers: Vec<Header> = files
         .files
         .iter()

@@ -26,7 +26,9 @@ use crate::model::sampler::{Prediction, ScheduleShift};
 use crate::model::text::{
     EncoderPaths, PooledSource, Separator, TextEncoder, TextEncoderOptions, TextError,
 };
-use crate::model::weights::{LoadOptions, WeightsError, load_transformer, locate_transformer};
+use crate::model::weights::{
+    LoadOptions, WeightsError, load_located_transformer, locate_transformer,
+};
 
 /// Width and height of the images the model was trained on.
 pub const IMAGE_SIZE: u32 = 64;
@@ -191,9 +193,9 @@ impl BuiltinModel {
         if !transformer_dir.exists() {
             return Err(BuiltinError::Missing(transformer_dir));
         }
-        let prediction = locate_transformer(&transformer_dir)?.prediction;
-        let transformer = load_transformer(
-            &transformer_dir,
+        let located = locate_transformer(&transformer_dir)?;
+        let transformer = load_located_transformer(
+            &located,
             &LoadOptions {
                 dtype: DType::F32,
                 device: device.clone(),
@@ -201,12 +203,11 @@ impl BuiltinModel {
             },
         )?;
         let encoder = BuiltinPromptEncoder::load(dir, device)?;
-        let weights_id = weights_checksum(&[
-            transformer_dir.join("diffusion_pytorch_model.safetensors"),
-            dir.join("text_encoder").join("model.safetensors"),
-        ])?;
+        let mut weight_files = located.files.clone();
+        weight_files.push(dir.join("text_encoder").join("model.safetensors"));
+        let weights_id = weights_checksum(&weight_files)?;
         Ok(Self {
-            pipeline: Self::pipeline_of(transformer, prediction),
+            pipeline: Self::pipeline_of(transformer, located.prediction),
             encoder,
             weights_id,
         })
