@@ -1,13 +1,18 @@
 //! One forward pass of the "small" FLUX config (hidden 768, 6 heads, 4 double + 8 single
 //! blocks, 1024 image + 64 text tokens), ours vs `candle_transformers`' `Flux` on the same
-//! weights in the same run, and the peak memory of each (measured in a child process).
+//! weights in the same run, our DiT on the same weights quantized to Q8_0 and Q4_K (GGUF
+//! files written as the common FLUX conversions type them), and the resident memory of the
+//! weights and the peak of the forward for each (measured in a child process each).
 //!
 //! `cargo run --release --example dit_bench [-- --iters 5]`
+//! (`scripts/bench-cpu` runs it and PyTorch eager on the same machine, one after the other.)
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::flux::WithForward;
@@ -15,6 +20,11 @@ use candle_transformers::models::flux::model::{Config as CandleConfig, Flux};
 use storyloom::model::dit::init::{random_weights, seeded_normal};
 use storyloom::model::dit::rope::image_positions;
 use storyloom::model::dit::{FluxConfig, FluxInputs, FluxTransformer};
+use storyloom::model::gguf_weights::write_quantized_transformer;
+use storyloom::model::weights::{LoadOptions, load_transformer};
+
+/// The quantized variants, by the name the command line and the report use.
+const QUANTS: [(&str, GgmlDType); 2] = [("q8_0", GgmlDType::Q8_0), ("q4_k", GgmlDType::Q4K)];
 
 const GRID: (usize, usize) = (32, 32);
 const TXT: usize = 64;
@@ -91,51 +101,73 @@ fn flops(cfg: &FluxConfig) -> f64 {
     f + 2.0 * ni * h * cfg.in_channels as f64
 }
 
-/// Times `iters` forward passes of one implementation, with weights `w`.
-fn time_forward(
-    which: &str,
-    w: &HashMap<String, Tensor>,
-    x: &Inputs,
-    iters: usize,
-) -> anyhow::Result<Vec<f64>> {
-    let dev = Device::Cpu;
-    let cfg = FluxConfig::small();
-    let vb = VarBuilder::from_tensors(w.clone(), DType::F32, &dev);
-    let mut times = Vec::new();
-    if which == "ours" {
-        let model = FluxTransformer::new(&cfg, vb)?;
-        let rope = model.rope_tables(TXT, GRID.0, GRID.1)?;
-        let inp = FluxInputs {
-            img: &x.img,
-            txt: &x.txt,
-            pooled: &x.pooled,
-            timesteps: &x.t,
-            guidance: Some(&x.g),
-            rope: &rope,
-            img_grid: GRID,
-        };
-        for _ in 0..iters {
-            let t0 = Instant::now();
-            model.forward(&inp)?;
-            times.push(t0.elapsed().as_secs_f64());
-        }
-    } else {
-        let model = Flux::new(&candle_config(&cfg), vb)?;
-        for _ in 0..iters {
-            let t0 = Instant::now();
-            model.forward(
-                &x.img,
-                &x.img_ids,
-                &x.txt,
-                &x.txt_ids,
-                &x.t,
-                &x.pooled,
-                Some(&x.g),
-            )?;
-            times.push(t0.elapsed().as_secs_f64());
-        }
+/// Where one implementation's weights come from.
+enum Weights<'a> {
+    Dense(&'a HashMap<String, Tensor>),
+    Gguf(&'a Path),
+}
+
+/// One implementation, built.
+enum Model {
+    Ours(FluxTransformer),
+    Candle(Flux),
+}
+
+impl Model {
+    fn build(which: &str, w: Weights) -> anyhow::Result<Self> {
+        let (cfg, dev) = (FluxConfig::small(), Device::Cpu);
+        Ok(match (which, w) {
+            (_, Weights::Gguf(path)) => {
+                Model::Ours(load_transformer(path, &LoadOptions::default())?)
+            }
+            ("candle", Weights::Dense(w)) => {
+                let vb = VarBuilder::from_tensors(w.clone(), DType::F32, &dev);
+                Model::Candle(Flux::new(&candle_config(&cfg), vb)?)
+            }
+            (_, Weights::Dense(w)) => {
+                let vb = VarBuilder::from_tensors(w.clone(), DType::F32, &dev);
+                Model::Ours(FluxTransformer::new(&cfg, vb)?)
+            }
+        })
     }
-    Ok(times)
+
+    fn forward(&self, x: &Inputs) -> anyhow::Result<()> {
+        match self {
+            Model::Ours(model) => {
+                let rope = model.rope_tables(TXT, GRID.0, GRID.1)?;
+                let inp = FluxInputs {
+                    img: &x.img,
+                    txt: &x.txt,
+                    pooled: &x.pooled,
+                    timesteps: &x.t,
+                    guidance: Some(&x.g),
+                    rope: &rope,
+                    img_grid: GRID,
+                };
+                model.forward(&inp)?;
+            }
+            Model::Candle(model) => {
+                model.forward(
+                    &x.img,
+                    &x.img_ids,
+                    &x.txt,
+                    &x.txt_ids,
+                    &x.t,
+                    &x.pooled,
+                    Some(&x.g),
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Times one forward pass of one implementation (building it is not timed).
+fn time_forward(which: &str, w: Weights, x: &Inputs) -> anyhow::Result<f64> {
+    let model = Model::build(which, w)?;
+    let t0 = Instant::now();
+    model.forward(x)?;
+    Ok(t0.elapsed().as_secs_f64())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -146,21 +178,7 @@ fn main() -> anyhow::Result<()> {
         .and_then(|i| args.get(i + 1)?.parse().ok())
         .unwrap_or(5);
     if let Some(i) = args.iter().position(|a| a == "--only") {
-        let which = &args[i + 1];
-        let cfg = FluxConfig::small();
-        let w = random_weights(&cfg, 0, DType::F32, &Device::Cpu)?;
-        let x = inputs(&cfg)?;
-        // Reset the peak so it measures the forward pass, not building the random weights.
-        let _ = std::fs::write("/proc/self/clear_refs", "5");
-        let base = proc_status_mb("VmRSS:");
-        let times = time_forward(which, &w, &x, iters)?;
-        let peak = proc_status_mb("VmHWM:");
-        println!(
-            "{which}: resident before {base:.0} MB, peak {peak:.0} MB (+{:.0} MB during the forward)",
-            peak - base
-        );
-        let _ = times;
-        return Ok(());
+        return child(&args[i + 1], args.get(i + 2).map(PathBuf::from));
     }
     let cfg = FluxConfig::small();
     println!(
@@ -172,31 +190,73 @@ fn main() -> anyhow::Result<()> {
     // Timing: both in this process, interleaved, same weights values.
     let w = random_weights(&cfg, 0, DType::F32, &Device::Cpu)?;
     let x = inputs(&cfg)?;
-    time_forward("ours", &w, &x, 1)?; // warm-up both
-    time_forward("candle", &w, &x, 1)?;
-    let mut ours = Vec::new();
-    let mut theirs = Vec::new();
+    let dir = tempfile::tempdir()?;
+    let mut files = Vec::new();
+    for (name, quant) in QUANTS {
+        let path = dir.path().join(format!("{name}.gguf"));
+        write_quantized_transformer(&path, &w, quant, &cfg.axes_dim)?;
+        files.push((name, path));
+    }
+    let weights = |which: &str| match files.iter().find(|(n, _)| *n == which) {
+        Some((_, p)) => Weights::Gguf(p),
+        None => Weights::Dense(&w),
+    };
+    let names: Vec<&str> = ["ours", "candle"]
+        .into_iter()
+        .chain(QUANTS.iter().map(|(n, _)| *n))
+        .collect();
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    for which in &names {
+        time_forward(which, weights(which), &x)?; // warm-up
+    }
     for _ in 0..iters.max(1) {
-        ours.extend(time_forward("ours", &w, &x, 1)?);
-        theirs.extend(time_forward("candle", &w, &x, 1)?);
+        for (which, t) in names.iter().zip(&mut times) {
+            t.push(time_forward(which, weights(which), &x)?);
+        }
     }
-    let (mo, mt) = (median(ours), median(theirs));
-    println!(
-        "ours:   median {mo:.3} s ({:.0} GFLOP/s)",
-        flops(&cfg) / mo / 1e9
-    );
-    println!(
-        "candle: median {mt:.3} s ({:.0} GFLOP/s)",
-        flops(&cfg) / mt / 1e9
-    );
-    println!("ratio ours/candle: {:.3}", mo / mt);
-    // Peak memory: each in a fresh child process.
+    let medians: Vec<f64> = times.into_iter().map(median).collect();
+    for (which, m) in names.iter().zip(&medians) {
+        println!(
+            "{which:<7} median {m:.3} s ({:.0} GFLOP/s), {:.2}x ours",
+            flops(&cfg) / m / 1e9,
+            m / medians[0]
+        );
+    }
+    // Memory: each in a fresh child process.
     let exe = std::env::current_exe()?;
-    for which in ["ours", "candle"] {
-        let out = Command::new(&exe)
-            .args(["--only", which, "--iters", "1"])
-            .output()?;
-        print!("{}", String::from_utf8_lossy(&out.stdout));
+    for which in &names {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["--only", which]);
+        if let Weights::Gguf(p) = weights(which) {
+            cmd.arg(p);
+        }
+        print!("{}", String::from_utf8_lossy(&cmd.output()?.stdout));
     }
+    Ok(())
+}
+
+/// One implementation in this (child) process: the resident memory its weights add and the
+/// peak the forward adds on top.
+fn child(which: &str, gguf: Option<PathBuf>) -> anyhow::Result<()> {
+    let cfg = FluxConfig::small();
+    let x = inputs(&cfg)?;
+    let before = proc_status_mb("VmRSS:");
+    let model = match &gguf {
+        Some(p) => Model::build(which, Weights::Gguf(p))?,
+        None => Model::build(
+            which,
+            Weights::Dense(&random_weights(&cfg, 0, DType::F32, &Device::Cpu)?),
+        )?,
+    };
+    let loaded = proc_status_mb("VmRSS:");
+    // Reset the peak so it measures the forward pass alone.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    model.forward(&x)?;
+    let peak = proc_status_mb("VmHWM:");
+    println!(
+        "{which:<7} weights resident +{:.0} MB, peak +{:.0} MB during the forward",
+        loaded - before,
+        peak - loaded
+    );
     Ok(())
 }

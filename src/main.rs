@@ -298,7 +298,7 @@ fn export(
     Ok(())
 }
 
-/// Every safetensors file below a path (a file is itself).
+/// Every weight file (safetensors, GGUF) below a path (a file is itself).
 fn weight_files(path: &Path) -> Vec<PathBuf> {
     if path.is_file() {
         return vec![path.to_path_buf()];
@@ -310,7 +310,7 @@ fn weight_files(path: &Path) -> Vec<PathBuf> {
         for p in entries {
             if p.is_dir() {
                 out.extend(weight_files(&p));
-            } else if p.extension().is_some_and(|e| e == "safetensors") {
+            } else if storyloom::model::weights::is_weight_file(&p) {
                 out.push(p);
             }
         }
@@ -323,7 +323,7 @@ fn inspect_weights(paths: &[PathBuf]) -> anyhow::Result<()> {
     for path in paths {
         let files = weight_files(path);
         if files.is_empty() {
-            println!("{}: no .safetensors files found", path.display());
+            println!("{}: no .safetensors or .gguf files found", path.display());
             failures += 1;
         }
         for file in files {

@@ -121,8 +121,10 @@ fn sharing_off_and_alpha_zero_is_vanilla() {
         |_, _| Ok(()),
     )
     .unwrap();
+    // The story batch holds the identity and the frame, vanilla the frame alone: the CPU
+    // products may sum in another order for another batch size (f32 rounding, ~1e-6).
     let d = max_diff(&out.frames[0], &vanilla(&p, &frames[0]));
-    assert!(d <= 1e-6, "frame differs from vanilla by {d}");
+    assert!(d <= 1e-5, "frame differs from vanilla by {d}");
 }
 
 #[test]
@@ -699,8 +701,9 @@ fn a_frame_without_foreground_words_is_vanilla_in_switch_mode() {
         let out = render(&p, &id, &frames, &w, strategy);
         assert_eq!(out.analyses[0].frame_mask.count(), 0);
         assert!(out.analyses[0].matches.is_empty());
+        // Another batch size than vanilla's: f32 rounding of the CPU products only.
         let d = max_diff(&out.frames[0], &vanilla(&p, &frames[0]));
-        assert!(d <= 1e-6, "{strategy:?}: differs from vanilla by {d}");
+        assert!(d <= 1e-5, "{strategy:?}: differs from vanilla by {d}");
     }
 }
 

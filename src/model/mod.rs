@@ -3,6 +3,8 @@
 pub mod builtin;
 pub mod codec;
 pub mod dit;
+pub mod gguf_header;
+pub mod gguf_weights;
 pub mod pipeline;
 pub mod preview;
 pub mod safetensors_header;

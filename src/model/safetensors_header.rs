@@ -27,7 +27,7 @@ pub enum HeaderError {
     )]
     Pickle { path: PathBuf, kind: &'static str },
     #[error(
-        "{path} is a GGUF file; quantized GGUF checkpoints are not supported, choose a .safetensors file"
+        "{path} is a GGUF file; Storyloom reads GGUF for the transformer only, choose a .safetensors file for this part"
     )]
     Gguf { path: PathBuf },
     #[error("{path} is not a safetensors file: {reason}")]

@@ -1,8 +1,9 @@
 //! Loading FLUX weights: BFL single files (with or without the `model.diffusion_model.`
-//! prefix) and diffusers folders (sharded, with an index), in f32 / bf16 / f16, memory-mapped.
+//! prefix) and diffusers folders (sharded, with an index), in f32 / bf16 / f16, memory-mapped;
+//! and quantized GGUF transformers (see [`super::gguf_weights`]).
 //!
-//! Files are classified from their safetensors header first (see [`classify`]), so the user
-//! is told exactly what a file is and what is still missing before anything is loaded.
+//! Files are classified from their safetensors or GGUF header first (see [`classify`]), so
+//! the user is told exactly what a file is and what is still missing before anything is loaded.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -12,7 +13,9 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::dit::{FluxConfig, FluxTransformer, init::expected_tensors};
-use super::safetensors_header::{Header, HeaderError, read_header};
+use super::gguf_header::{GgufError, GgufHeader, is_gguf, read_gguf_header};
+use super::gguf_weights;
+use super::safetensors_header::{Header, HeaderError, dtype_size, read_header};
 use super::sampler::Prediction;
 
 /// Prefix of the transformer in BFL-style all-in-one checkpoints.
@@ -24,6 +27,17 @@ pub const AXES_METADATA_KEY: &str = "storyloom.axes_dim";
 pub enum WeightsError {
     #[error(transparent)]
     Header(#[from] HeaderError),
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error(
+        "{path}: tensor `{tensor}` is {kind}, a type Storyloom cannot run (it runs {})",
+        crate::model::gguf_header::GgmlType::runnable_names()
+    )]
+    UnsupportedQuant {
+        path: PathBuf,
+        tensor: String,
+        kind: String,
+    },
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,
@@ -139,13 +153,32 @@ pub fn classify_header(header: &Header) -> Component {
     }
 }
 
+/// The container format of a weight file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileFormat {
+    Safetensors,
+    Gguf {
+        version: u32,
+        architecture: Option<String>,
+        /// Types in the file that Storyloom cannot run (the file is refused when loaded).
+        unsupported: Vec<String>,
+    },
+}
+
 /// A user-facing description of one weight file.
 #[derive(Debug, Clone)]
 pub struct FileReport {
     pub path: PathBuf,
+    pub format: FileFormat,
     pub component: Component,
+    /// Tensor types, most common first (GGUF: with their share of the parameters).
     pub dtypes: Vec<String>,
     pub parameters: usize,
+    /// Bytes on disk.
+    pub file_bytes: u64,
+    /// Bytes the weights take once loaded on the CPU (GGUF: quantized tensors as stored,
+    /// the others in f32).
+    pub loaded_bytes: u64,
     pub config: Option<FluxConfig>,
     /// Why the configuration could not be inferred, for a transformer file.
     pub config_error: Option<String>,
@@ -156,8 +189,31 @@ pub struct FileReport {
 impl fmt::Display for FileReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{}", self.path.display())?;
+        if let FileFormat::Gguf {
+            version,
+            architecture,
+            unsupported,
+        } = &self.format
+        {
+            let arch = architecture.as_deref().unwrap_or("not given");
+            writeln!(f, "  format:     GGUF v{version}, architecture {arch}")?;
+            if !unsupported.is_empty() {
+                writeln!(
+                    f,
+                    "  cannot run: {} (Storyloom runs {})",
+                    unsupported.join(", "),
+                    crate::model::gguf_header::GgmlType::runnable_names()
+                )?;
+            }
+        }
         writeln!(f, "  holds:      {}", self.component)?;
         writeln!(f, "  dtype:      {}", self.dtypes.join(", "))?;
+        writeln!(
+            f,
+            "  size:       {} on disk, {} loaded on the CPU",
+            gigabytes(self.file_bytes),
+            gigabytes(self.loaded_bytes)
+        )?;
         if self.parameters >= 1_000_000 {
             writeln!(f, "  parameters: {:.1} M", self.parameters as f64 / 1e6)?;
         } else {
@@ -192,6 +248,14 @@ impl fmt::Display for FileReport {
     }
 }
 
+fn gigabytes(bytes: u64) -> String {
+    if bytes >= 100_000_000 {
+        format!("{:.2} GB", bytes as f64 / 1e9)
+    } else {
+        format!("{:.2} MB", bytes as f64 / 1e6)
+    }
+}
+
 /// Parts of a complete FLUX set, in the order a user is asked for them.
 const PARTS: [&str; 3] = [
     "the FLUX transformer",
@@ -209,40 +273,91 @@ fn parts_of(c: &Component) -> Vec<&'static str> {
     }
 }
 
-/// Reads a file's header and says what it is.
+/// Whether a path names a weight file Storyloom classifies, by its extension.
+pub fn is_weight_file(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e == "safetensors" || e == "gguf")
+}
+
+/// Reads a file's header (safetensors or GGUF) and says what it is.
 pub fn classify(path: &Path) -> Result<FileReport, WeightsError> {
+    if is_gguf(path) {
+        return Ok(classify_gguf(path, &read_gguf_header(path)?));
+    }
     let header = read_header(path)?;
     let component = classify_header(&header);
-    let (config, config_error) = match &component {
-        Component::Transformer(layout) => match infer_config(&header, *layout, None) {
+    let (config, config_error) =
+        transformer_config(&component, |layout| infer_config(&header, layout, None));
+    let loaded_bytes = header
+        .tensors
+        .values()
+        .map(|t| dtype_size(&t.dtype).unwrap_or(4) * t.numel() as u64)
+        .sum();
+    Ok(FileReport {
+        path: path.into(),
+        format: FileFormat::Safetensors,
+        dtypes: header.dtypes(),
+        parameters: header.parameter_count(),
+        file_bytes: header.file_len,
+        loaded_bytes,
+        missing: missing_parts(&component),
+        component,
+        config,
+        config_error,
+    })
+}
+
+fn classify_gguf(path: &Path, header: &GgufHeader) -> FileReport {
+    let component = gguf_weights::component(header);
+    let (config, config_error) = transformer_config(&component, |_| {
+        gguf_weights::infer_gguf_config(header, None)
+    });
+    FileReport {
+        path: path.into(),
+        format: FileFormat::Gguf {
+            version: header.version,
+            architecture: header.architecture().map(str::to_string),
+            unsupported: gguf_weights::unsupported_types(header),
+        },
+        dtypes: gguf_weights::type_summary(header),
+        parameters: header.parameter_count(),
+        file_bytes: header.file_len,
+        loaded_bytes: gguf_weights::resident_bytes(header, DType::F32),
+        missing: missing_parts(&component),
+        component,
+        config,
+        config_error,
+    }
+}
+
+/// The configuration of a transformer file, or why it could not be inferred.
+fn transformer_config(
+    component: &Component,
+    infer: impl FnOnce(Layout) -> Result<FluxConfig, WeightsError>,
+) -> (Option<FluxConfig>, Option<String>) {
+    match component {
+        Component::Transformer(layout) => match infer(*layout) {
             Ok(c) => (Some(c), None),
             Err(e) => (None, Some(e.to_string())),
         },
         _ => (None, None),
-    };
-    let have = parts_of(&component);
-    let missing = if have.is_empty() {
-        vec![]
-    } else {
-        PARTS
-            .iter()
-            .copied()
-            .filter(|p| !have.contains(p))
-            .collect()
-    };
-    Ok(FileReport {
-        path: path.into(),
-        dtypes: header.dtypes(),
-        parameters: header.parameter_count(),
-        component,
-        config,
-        config_error,
-        missing,
-    })
+    }
+}
+
+fn missing_parts(component: &Component) -> Vec<&'static str> {
+    let have = parts_of(component);
+    if have.is_empty() {
+        return vec![];
+    }
+    PARTS
+        .iter()
+        .copied()
+        .filter(|p| !have.contains(p))
+        .collect()
 }
 
 /// Infers the transformer configuration from BFL-named shapes.
-fn infer_from_bfl_shapes(
+pub(super) fn infer_from_bfl_shapes(
     shape: &dyn Fn(&str) -> Option<Vec<usize>>,
     names: &BTreeSet<String>,
     axes_dim: Option<Vec<usize>>,
@@ -534,7 +649,7 @@ pub fn diffusers_to_bfl_plan<'a>(names: impl Iterator<Item = &'a str>) -> HashMa
 }
 
 /// Checks that every tensor the model reads is present with the right shape.
-fn check_tensors(
+pub(super) fn check_tensors(
     cfg: &FluxConfig,
     shape_of: &dyn Fn(&str) -> Option<Vec<usize>>,
 ) -> Result<(), WeightsError> {
@@ -557,8 +672,9 @@ fn check_tensors(
 /// Where a transformer's tensors live.
 #[derive(Debug, Clone)]
 pub struct TransformerFiles {
-    /// Safetensors files (several for a sharded diffusers folder).
+    /// Safetensors files (several for a sharded diffusers folder), or one GGUF file.
     pub files: Vec<PathBuf>,
+    pub quantized: bool,
     pub layout: Layout,
     /// `axes_dims_rope` of a diffusers config.json, when there is one.
     pub axes_dim: Option<Vec<usize>>,
@@ -569,11 +685,29 @@ pub struct TransformerFiles {
 /// Finds the transformer in a path: a single file, a diffusers `transformer/` folder, or a
 /// diffusers pipeline folder containing one.
 pub fn locate_transformer(path: &Path) -> Result<TransformerFiles, WeightsError> {
+    if path.is_file() && is_gguf(path) {
+        let header = read_gguf_header(path)?;
+        return match gguf_weights::transformer_layout(&header) {
+            Some(layout) => Ok(TransformerFiles {
+                files: vec![path.into()],
+                quantized: true,
+                layout,
+                axes_dim: None,
+                prediction: Prediction::Velocity,
+            }),
+            None => Err(WeightsError::WrongComponent {
+                path: path.into(),
+                found: gguf_weights::component(&header),
+                wanted: Component::Transformer(Layout::Bfl { prefixed: false }),
+            }),
+        };
+    }
     if path.is_file() {
         let header = read_header(path)?;
         return match classify_header(&header) {
             Component::Transformer(layout) => Ok(TransformerFiles {
                 files: vec![path.into()],
+                quantized: false,
                 layout,
                 axes_dim: None,
                 prediction: Prediction::Velocity,
@@ -583,6 +717,7 @@ pub fn locate_transformer(path: &Path) -> Result<TransformerFiles, WeightsError>
                 .find_map(|p| match p {
                     Component::Transformer(layout) => Some(TransformerFiles {
                         files: vec![path.into()],
+                        quantized: false,
                         layout,
                         axes_dim: None,
                         prediction: Prediction::Velocity,
@@ -639,6 +774,7 @@ pub fn locate_transformer(path: &Path) -> Result<TransformerFiles, WeightsError>
     };
     Ok(TransformerFiles {
         files,
+        quantized: false,
         layout: Layout::Diffusers,
         axes_dim,
         prediction,
@@ -718,6 +854,13 @@ pub fn load_located_transformer(
     files: &TransformerFiles,
     opts: &LoadOptions,
 ) -> Result<FluxTransformer, WeightsError> {
+    if files.quantized {
+        let opts = LoadOptions {
+            axes_dim: opts.axes_dim.clone().or(files.axes_dim.clone()),
+            ..opts.clone()
+        };
+        return gguf_weights::load_gguf_transformer(&files.files[0], &opts);
+    }
     let headers: Vec<Header> = files
         .files
         .iter()

@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use crossbeam_channel::{Receiver, TryRecvError, bounded};
 
 use crate::engine::{FluxFiles, ModelSpec};
-use crate::model::safetensors_header::dtype_size;
-use crate::model::weights::{Component, FileReport, classify};
+use crate::model::weights::{Component, FileReport, classify, is_weight_file};
 
 /// Where the Hugging Face hub keeps downloads, as the `huggingface_hub` library resolves it:
 /// `HF_HUB_CACHE`, else `HF_HOME/hub`, else `XDG_CACHE_HOME/huggingface/hub`, else
@@ -34,8 +33,8 @@ pub fn default_hf_hub_cache() -> Option<PathBuf> {
     hf_hub_cache(|k| std::env::var(k).ok(), home.as_deref())
 }
 
-/// Every `.safetensors` file below `root` (symlinks followed, as the hub's snapshot folders
-/// link into `blobs/`), sorted, at most `limit` files and `max_depth` folder levels.
+/// Every weight file (`.safetensors`, `.gguf`) below `root` (symlinks followed, as the hub's
+/// snapshot folders link into `blobs/`), sorted, at most `limit` files and `max_depth` levels.
 pub fn find_safetensors(root: &Path, max_depth: usize, limit: usize) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![(root.to_path_buf(), 0)];
@@ -51,7 +50,7 @@ pub fn find_safetensors(root: &Path, max_depth: usize, limit: usize) -> Vec<Path
                 if depth < max_depth && p.file_name().is_none_or(|n| n != "blobs") {
                     stack.push((p, depth + 1));
                 }
-            } else if p.extension().is_some_and(|e| e == "safetensors") {
+            } else if is_weight_file(&p) {
                 out.push(p);
             }
         }
@@ -137,14 +136,10 @@ pub fn validate(part: Part, path: &Path) -> Result<Option<FileReport>, String> {
     Ok(Some(report))
 }
 
-/// Bytes the weights of a file take when loaded as stored (its most common dtype).
+/// Bytes the weights of a file take when loaded as stored (a GGUF file's quantized
+/// tensors as stored, its other tensors in f32).
 pub fn stored_bytes(report: &FileReport) -> u64 {
-    let size = report
-        .dtypes
-        .first()
-        .and_then(|d| dtype_size(d))
-        .unwrap_or(4);
-    report.parameters as u64 * size
+    report.loaded_bytes
 }
 
 /// Human-readable size in GB / MB.
@@ -236,6 +231,9 @@ impl ModelsPage {
                 DialogTarget::Part(p) if p.is_tokenizer() => {
                     dialog.add_filter("tokenizer", &["json"]).pick_file()
                 }
+                DialogTarget::Part(Part::Transformer) => dialog
+                    .add_filter("weights", &["safetensors", "gguf"])
+                    .pick_file(),
                 DialogTarget::Part(_) => dialog
                     .add_filter("safetensors", &["safetensors"])
                     .pick_file(),
@@ -366,7 +364,7 @@ pub fn models_ui(ui: &mut egui::Ui, page: &mut ModelsPage) -> Option<ModelSpec> 
     ui.separator();
     ui.heading("Files found");
     if page.files.is_empty() {
-        ui.weak("No .safetensors files found yet.");
+        ui.weak("No .safetensors or .gguf files found yet.");
     }
     egui::ScrollArea::vertical()
         .max_height(180.0)

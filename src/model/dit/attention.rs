@@ -4,6 +4,7 @@ use std::cell::OnceCell;
 
 use candle_core::{D, Result, Tensor};
 
+use super::cpu_matmul;
 use super::rope::RopeTables;
 
 /// Score matrices above this many bytes are computed a group of heads at a time,
@@ -120,12 +121,12 @@ fn sdpa_heads(
 ) -> Result<Tensor> {
     let scale = 1.0 / (d as f64).sqrt();
     let q = (q * scale)?.contiguous()?;
-    let scores = q.matmul(&k.t()?)?;
+    let scores = times_transposed(&q, k)?;
     let Some(extra) = extra else {
         let p = candle_nn::ops::softmax_last_dim(&scores)?;
-        return p.matmul(&v.contiguous()?);
+        return times(&p, v);
     };
-    let mut extra_scores = q.matmul(&extra.k.t()?)?;
+    let mut extra_scores = times_transposed(&q, &extra.k)?;
     if let Some(mask) = &extra.mask {
         // [B|1, L, E] -> [B|1, 1, L, E], broadcast over heads.
         let mask = mask.unsqueeze(1)?.to_dtype(extra_scores.dtype())?;
@@ -136,5 +137,23 @@ fn sdpa_heads(
     let p = candle_nn::ops::softmax_last_dim(&all)?;
     let p_own = p.narrow(D::Minus1, 0, own)?;
     let p_extra = p.narrow(D::Minus1, own, extra_scores.dim(D::Minus1)?)?;
-    p_own.matmul(&v.contiguous()?)? + p_extra.matmul(&extra.v.contiguous()?)?
+    times(&p_own, v)? + times(&p_extra, &extra.v)?
+}
+
+/// `a b^T` over the last two dimensions.
+fn times_transposed(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if cpu_matmul::applies(a, b) {
+        cpu_matmul::batched_matmul(a, b, true)
+    } else {
+        a.matmul(&b.t()?)
+    }
+}
+
+/// `a b` over the last two dimensions.
+fn times(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if cpu_matmul::applies(a, b) {
+        cpu_matmul::batched_matmul(a, b, false)
+    } else {
+        a.matmul(&b.contiguous()?)
+    }
 }

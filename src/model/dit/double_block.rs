@@ -1,7 +1,6 @@
 //! Double-stream block: separate weights for text and image tokens, joint attention.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
 
 use super::attention::AttentionCall;
 use super::config::FluxConfig;
@@ -9,6 +8,7 @@ use super::control::{Branch, Control, HookCtx, Stream};
 use super::layers::{
     Mlp, Modulation, ModulationOut, PlainLayerNorm, QkNorm, split_heads, split_qkv,
 };
+use super::linear::{Linear, WeightSource};
 use super::rope::RopeTables;
 
 /// The weights of one stream (`img_*` or `txt_*`) of a double block.
@@ -22,14 +22,14 @@ struct StreamWeights {
 }
 
 impl StreamWeights {
-    fn new(cfg: &FluxConfig, vb: VarBuilder, prefix: &str) -> Result<Self> {
+    fn new(cfg: &FluxConfig, vb: WeightSource, prefix: &str) -> Result<Self> {
         let h = cfg.hidden_size;
         let attn = vb.pp(format!("{prefix}_attn"));
         Ok(Self {
             modulation: Modulation::new(h, 2, vb.pp(format!("{prefix}_mod")))?,
-            qkv: candle_nn::linear_b(h, 3 * h, cfg.qkv_bias, attn.pp("qkv"))?,
+            qkv: attn.linear(h, 3 * h, cfg.qkv_bias, "qkv")?,
             norm: QkNorm::new(cfg.head_dim(), attn.pp("norm"))?,
-            proj: candle_nn::linear(h, h, attn.pp("proj"))?,
+            proj: attn.linear(h, h, true, "proj")?,
             mlp: Mlp::new(h, cfg.mlp_hidden(), vb.pp(format!("{prefix}_mlp")))?,
         })
     }
@@ -51,7 +51,7 @@ pub struct DoubleBlock {
 }
 
 impl DoubleBlock {
-    pub fn new(cfg: &FluxConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &FluxConfig, vb: WeightSource) -> Result<Self> {
         Ok(Self {
             img: StreamWeights::new(cfg, vb.clone(), "img")?,
             txt: StreamWeights::new(cfg, vb.clone(), "txt")?,

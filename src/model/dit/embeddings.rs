@@ -1,7 +1,8 @@
 //! Timestep, guidance and pooled-vector embeddings.
 
 use candle_core::{D, DType, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+
+use super::linear::{Linear, WeightSource};
 
 /// Width of the sinusoidal embedding of timesteps and guidance.
 pub const TIMESTEP_DIM: usize = 256;
@@ -32,10 +33,10 @@ pub struct MlpEmbedder {
 }
 
 impl MlpEmbedder {
-    pub fn new(in_dim: usize, hidden: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(in_dim: usize, hidden: usize, vb: WeightSource) -> Result<Self> {
         Ok(Self {
-            in_layer: candle_nn::linear(in_dim, hidden, vb.pp("in_layer"))?,
-            out_layer: candle_nn::linear(hidden, hidden, vb.pp("out_layer"))?,
+            in_layer: vb.linear(in_dim, hidden, true, "in_layer")?,
+            out_layer: vb.linear(hidden, hidden, true, "out_layer")?,
         })
     }
 }

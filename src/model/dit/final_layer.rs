@@ -1,7 +1,8 @@
 //! Final adaLN + linear projection back to latent token features.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+
+use super::linear::{Linear, WeightSource};
 
 use super::layers::PlainLayerNorm;
 
@@ -15,11 +16,11 @@ pub struct FinalLayer {
 }
 
 impl FinalLayer {
-    pub fn new(hidden: usize, out_channels: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(hidden: usize, out_channels: usize, vb: WeightSource) -> Result<Self> {
         Ok(Self {
             norm: PlainLayerNorm::new(hidden, vb.dtype(), vb.device())?,
-            linear: candle_nn::linear(hidden, out_channels, vb.pp("linear"))?,
-            ada_ln: candle_nn::linear(hidden, 2 * hidden, vb.pp("adaLN_modulation.1"))?,
+            linear: vb.linear(hidden, out_channels, true, "linear")?,
+            ada_ln: vb.linear(hidden, 2 * hidden, true, "adaLN_modulation.1")?,
         })
     }
 

@@ -1,7 +1,7 @@
 //! Building blocks shared by the double and single blocks: modulation, norms, MLP.
 
+use super::linear::{Linear, WeightSource};
 use candle_core::{D, DType, Device, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
 
 /// LayerNorm without learnt affine parameters (eps 1e-6), as FLUX uses everywhere.
 /// Runs the fused kernel with constant weight 1 and bias 0.
@@ -52,8 +52,8 @@ pub struct Modulation {
 }
 
 impl Modulation {
-    pub fn new(dim: usize, groups: usize, vb: VarBuilder) -> Result<Self> {
-        let lin = candle_nn::linear(dim, 3 * groups * dim, vb.pp("lin"))?;
+    pub fn new(dim: usize, groups: usize, vb: WeightSource) -> Result<Self> {
+        let lin = vb.linear(dim, 3 * groups * dim, true, "lin")?;
         Ok(Self { lin, groups })
     }
 
@@ -80,7 +80,7 @@ pub struct QkNorm {
 }
 
 impl QkNorm {
-    pub fn new(head_dim: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(head_dim: usize, vb: WeightSource) -> Result<Self> {
         Ok(Self {
             query_scale: vb.get(head_dim, "query_norm.scale")?,
             key_scale: vb.get(head_dim, "key_norm.scale")?,
@@ -121,10 +121,10 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn new(dim: usize, hidden: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(dim: usize, hidden: usize, vb: WeightSource) -> Result<Self> {
         Ok(Self {
-            lin1: candle_nn::linear(dim, hidden, vb.pp("0"))?,
-            lin2: candle_nn::linear(hidden, dim, vb.pp("2"))?,
+            lin1: vb.linear(dim, hidden, true, "0")?,
+            lin2: vb.linear(hidden, dim, true, "2")?,
         })
     }
 }

@@ -1,13 +1,13 @@
 //! The FLUX transformer: embeddings, double blocks, single blocks, final layer.
 
 use candle_core::{DType, Device, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
 
 use super::config::FluxConfig;
 use super::control::{BlockId, Control, HookCtx, NoControl, StepCtx};
 use super::double_block::DoubleBlock;
 use super::embeddings::{MlpEmbedder, TIMESTEP_DIM, timestep_embedding};
 use super::final_layer::FinalLayer;
+use super::linear::{Linear, WeightSource};
 use super::rope::{RopeTables, joint_positions};
 use super::single_block::SingleBlock;
 
@@ -54,8 +54,10 @@ pub struct FluxTransformer {
 }
 
 impl FluxTransformer {
-    /// Builds the model from weights in the original (BFL) names.
-    pub fn new(cfg: &FluxConfig, vb: VarBuilder) -> Result<Self> {
+    /// Builds the model from weights in the original (BFL) names: a `VarBuilder` of dense
+    /// tensors, or a [`WeightSource`] that also holds quantized ones.
+    pub fn new<'a>(cfg: &FluxConfig, vb: impl Into<WeightSource<'a>>) -> Result<Self> {
+        let vb = vb.into();
         cfg.validate().map_err(candle_core::Error::Msg)?;
         let h = cfg.hidden_size;
         let double_blocks = (0..cfg.depth)
@@ -71,8 +73,8 @@ impl FluxTransformer {
         };
         Ok(Self {
             cfg: cfg.clone(),
-            img_in: candle_nn::linear(cfg.in_channels, h, vb.pp("img_in"))?,
-            txt_in: candle_nn::linear(cfg.context_in_dim, h, vb.pp("txt_in"))?,
+            img_in: vb.linear(cfg.in_channels, h, true, "img_in")?,
+            txt_in: vb.linear(cfg.context_in_dim, h, true, "txt_in")?,
             time_in: MlpEmbedder::new(TIMESTEP_DIM, h, vb.pp("time_in"))?,
             vector_in: MlpEmbedder::new(cfg.vec_in_dim, h, vb.pp("vector_in"))?,
             guidance_in,

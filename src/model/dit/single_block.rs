@@ -1,13 +1,13 @@
 //! Single-stream block: one sequence (text then image), attention and MLP fused in `linear1`.
 
 use candle_core::{D, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
 
 use super::attention::AttentionCall;
 use super::config::FluxConfig;
 use super::control::{Branch, Control, HookCtx, Stream};
 use super::double_block::report_attention_probs;
 use super::layers::{Modulation, PlainLayerNorm, QkNorm, split_heads, split_qkv};
+use super::linear::{Linear, WeightSource};
 use super::rope::RopeTables;
 
 #[derive(Debug, Clone)]
@@ -25,13 +25,13 @@ pub struct SingleBlock {
 }
 
 impl SingleBlock {
-    pub fn new(cfg: &FluxConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &FluxConfig, vb: WeightSource) -> Result<Self> {
         let h = cfg.hidden_size;
         let m = cfg.mlp_hidden();
         Ok(Self {
             modulation: Modulation::new(h, 1, vb.pp("modulation"))?,
-            linear1: candle_nn::linear(h, 3 * h + m, vb.pp("linear1"))?,
-            linear2: candle_nn::linear(h + m, h, vb.pp("linear2"))?,
+            linear1: vb.linear(h, 3 * h + m, true, "linear1")?,
+            linear2: vb.linear(h + m, h, true, "linear2")?,
             norm: QkNorm::new(cfg.head_dim(), vb.pp("norm"))?,
             pre_norm: PlainLayerNorm::new(h, vb.dtype(), vb.device())?,
             hidden: h,
