@@ -4,6 +4,7 @@ use std::cell::OnceCell;
 
 use candle_core::{D, Result, Tensor};
 
+use super::cpu_kernels;
 use super::cpu_matmul;
 use super::rope::RopeTables;
 
@@ -123,7 +124,7 @@ fn sdpa_heads(
     let q = (q * scale)?.contiguous()?;
     let scores = times_transposed(&q, k)?;
     let Some(extra) = extra else {
-        let p = candle_nn::ops::softmax_last_dim(&scores)?;
+        let p = cpu_kernels::softmax_last_dim(&scores)?;
         return times(&p, v);
     };
     let mut extra_scores = times_transposed(&q, &extra.k)?;
@@ -134,7 +135,7 @@ fn sdpa_heads(
     }
     let own = scores.dim(D::Minus1)?;
     let all = Tensor::cat(&[&scores, &extra_scores], D::Minus1)?;
-    let p = candle_nn::ops::softmax_last_dim(&all)?;
+    let p = cpu_kernels::softmax_last_dim(&all)?;
     let p_own = p.narrow(D::Minus1, 0, own)?;
     let p_extra = p.narrow(D::Minus1, own, extra_scores.dim(D::Minus1)?)?;
     times(&p_own, v)? + times(&p_extra, &extra.v)?

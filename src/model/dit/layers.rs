@@ -1,5 +1,6 @@
 //! Building blocks shared by the double and single blocks: modulation, norms, MLP.
 
+use super::cpu_kernels::gelu_tanh;
 use super::linear::{Linear, WeightSource};
 use candle_core::{D, DType, Device, Module, Result, Tensor};
 
@@ -131,7 +132,7 @@ impl Mlp {
 
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.apply(&self.lin1)?.gelu()?.apply(&self.lin2)
+        gelu_tanh(&x.apply(&self.lin1)?)?.apply(&self.lin2)
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod attention;
 pub mod config;
 pub mod control;
+mod cpu_kernels;
 mod cpu_matmul;
 pub mod double_block;
 pub mod embeddings;

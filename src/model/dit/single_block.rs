@@ -5,6 +5,7 @@ use candle_core::{D, Result, Tensor};
 use super::attention::AttentionCall;
 use super::config::FluxConfig;
 use super::control::{Branch, Control, HookCtx, Stream};
+use super::cpu_kernels::gelu_tanh;
 use super::double_block::report_attention_probs;
 use super::layers::{Modulation, PlainLayerNorm, QkNorm, split_heads, split_qkv};
 use super::linear::{Linear, WeightSource};
@@ -63,7 +64,7 @@ impl SingleBlock {
         report_attention_probs(&call, ctx.txt_len, ctrl, ctx)?;
         let attn = ctrl.attention(ctx, &call)?;
         let attn = ctrl.attention_output(ctx, attn)?;
-        let out = Tensor::cat(&[attn, mlp_in.gelu()?], D::Minus1)?.apply(&self.linear2)?;
+        let out = Tensor::cat(&[attn, gelu_tanh(&mlp_in)?], D::Minus1)?.apply(&self.linear2)?;
         let branch = m.gate(&out)?;
         let branch = ctrl.residual(ctx, Stream::Joint, Branch::Fused, branch)?;
         let x = (x + branch)?;
