@@ -35,7 +35,7 @@ pub fn default_hf_hub_cache() -> Option<PathBuf> {
 
 /// Every weight file (`.safetensors`, `.gguf`) below `root` (symlinks followed, as the hub's
 /// snapshot folders link into `blobs/`), sorted, at most `limit` files and `max_depth` levels.
-pub fn find_safetensors(root: &Path, max_depth: usize, limit: usize) -> Vec<PathBuf> {
+pub fn find_weight_files(root: &Path, max_depth: usize, limit: usize) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![(root.to_path_buf(), 0)];
     while let Some((dir, depth)) = stack.pop() {
@@ -204,7 +204,7 @@ impl ModelsPage {
         std::thread::spawn(move || {
             let mut files = Vec::new();
             for root in roots {
-                for path in find_safetensors(&root, 8, 400) {
+                for path in find_weight_files(&root, 8, 400) {
                     let report = classify(&path).map_err(|e| e.to_string());
                     files.push(ScannedFile { path, report });
                 }
@@ -529,13 +529,29 @@ mod tests {
         );
         write_safetensors(&dir.path().join("models--x/blobs/x.safetensors"), "a", 2);
         std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
-        let found = find_safetensors(dir.path(), 8, 100);
+        let found = find_weight_files(dir.path(), 8, 100);
         assert_eq!(found, vec![snap.join("ae.safetensors")]);
 
         let report = validate(Part::Vae, &found[0]).unwrap().unwrap();
         assert_eq!(stored_bytes(&report), 16);
         let err = validate(Part::Transformer, &found[0]).unwrap_err();
         assert!(err.contains("not the Transformer"), "{err}");
+    }
+
+    #[test]
+    fn a_gguf_transformer_is_found_and_accepted_for_the_transformer_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flux_tiny_g.Q8_0.gguf");
+        let path = dir.path().join("flux1-tiny-Q8_0.gguf");
+        std::fs::copy(&fixture, &path).unwrap();
+        assert_eq!(find_weight_files(dir.path(), 8, 100), vec![path.clone()]);
+        let report = validate(Part::Transformer, &path).unwrap().unwrap();
+        // Quantized blocks count as stored: less than f32 for every parameter.
+        assert!(stored_bytes(&report) < 4 * report.parameters as u64);
+        assert_eq!(stored_bytes(&report), report.loaded_bytes);
+        let err = validate(Part::Vae, &path).unwrap_err();
+        assert!(err.contains("not the"), "{err}");
     }
 
     #[test]

@@ -68,6 +68,40 @@ pub fn gelu_tanh_f32(x: f32) -> f32 {
 
 struct GeluTanh;
 
+/// The loops, as `pulp` work items: `with_simd` is compiled once per instruction set and
+/// inlines the loop body, so the compiler vectorises it for the set chosen at run time.
+struct GeluChunk<'a> {
+    out: &'a mut [f32],
+    x: &'a [f32],
+}
+
+impl pulp::WithSimd for GeluChunk<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        for (o, &x) in self.out.iter_mut().zip(self.x) {
+            *o = gelu_tanh_f32(x);
+        }
+    }
+}
+
+struct SoftmaxRows<'a> {
+    rows: &'a mut [f32],
+    n: usize,
+}
+
+impl pulp::WithSimd for SoftmaxRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        for row in self.rows.chunks_exact_mut(self.n) {
+            softmax_row(row);
+        }
+    }
+}
+
 impl CustomOp1 for GeluTanh {
     fn name(&self) -> &'static str {
         "gelu-tanh-f32"
@@ -83,28 +117,46 @@ impl CustomOp1 for GeluTanh {
         let arch = pulp::Arch::new();
         out.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
-            .for_each(|(o, x)| {
-                arch.dispatch(|| {
-                    for (o, &x) in o.iter_mut().zip(x) {
-                        *o = gelu_tanh_f32(x);
-                    }
-                })
-            });
+            .for_each(|(out, x)| arch.dispatch(GeluChunk { out, x }));
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 }
 
+/// Independent accumulators per row: float reductions only vectorise when the partial sums
+/// (and maxima) are kept in separate lanes, since f32 addition is not associative.
+const LANES: usize = 16;
+
 /// One row's softmax in place: `e^(x - max) / sum`.
 #[inline(always)]
 fn softmax_row(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut lane_max = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (m, &v) in lane_max.iter_mut().zip(c) {
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    let max = chunks
+        .remainder()
+        .iter()
+        .chain(&lane_max)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
     if max == f32::NEG_INFINITY {
         // Every key hidden: no weights (candle's kernel gives NaN here too; keep it visible).
         row.fill(f32::NAN);
         return;
     }
-    let mut sum = 0f32;
-    for v in row.iter_mut() {
+    let mut lane_sum = [0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for (s, v) in lane_sum.iter_mut().zip(c) {
+            *v = exp_f32(*v - max);
+            *s += *v;
+        }
+    }
+    let mut sum: f32 = lane_sum.iter().sum();
+    for v in chunks.into_remainder() {
         *v = exp_f32(*v - max);
         sum += *v;
     }
@@ -131,13 +183,7 @@ impl CustomOp1 for SoftmaxLastDim {
         let rows_per_task = (CHUNK / n.max(1)).max(1);
         let arch = pulp::Arch::new();
         out.par_chunks_mut(rows_per_task * n.max(1))
-            .for_each(|rows| {
-                arch.dispatch(|| {
-                    for row in rows.chunks_exact_mut(n.max(1)) {
-                        softmax_row(row);
-                    }
-                })
-            });
+            .for_each(|rows| arch.dispatch(SoftmaxRows { rows, n: n.max(1) }));
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 }
