@@ -4,7 +4,7 @@
 //! files written as the common FLUX conversions type them), and the resident memory of the
 //! weights and the peak of the forward for each (measured in a child process each).
 //!
-//! `cargo run --release --example dit_bench [-- --iters 5]`
+//! `cargo run --release --example dit_bench [-- --iters 5] [--variants ours,candle,q8_0,q4_k]`
 //! (`scripts/bench-cpu` runs it and PyTorch eager on the same machine, one after the other.)
 
 use std::collections::HashMap;
@@ -201,9 +201,16 @@ fn main() -> anyhow::Result<()> {
         Some((_, p)) => Weights::Gguf(p),
         None => Weights::Dense(&w),
     };
+    // `--variants ours,candle` times only those (and skips the memory children).
+    let chosen: Option<Vec<&str>> = args
+        .iter()
+        .position(|a| a == "--variants")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.split(',').collect());
     let names: Vec<&str> = ["ours", "candle"]
         .into_iter()
         .chain(QUANTS.iter().map(|(n, _)| *n))
+        .filter(|n| chosen.as_ref().is_none_or(|c| c.contains(n)))
         .collect();
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     for which in &names {
@@ -221,6 +228,9 @@ fn main() -> anyhow::Result<()> {
             flops(&cfg) / m / 1e9,
             m / medians[0]
         );
+    }
+    if chosen.is_some() {
+        return Ok(());
     }
     // Memory: each in a fresh child process.
     let exe = std::env::current_exe()?;
