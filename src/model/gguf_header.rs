@@ -363,12 +363,17 @@ impl<R: Read> Reader<'_, R> {
             let numel: u64 = ne.iter().map(|&d| d as u64).product();
             let bytes = match ggml_type.traits() {
                 None => 0,
-                Some(_) => ggml_type.bytes(numel).ok_or_else(|| {
-                    self.bad(
+                // ggml quantizes along rows: each row (ne[0]) must fill whole blocks.
+                Some((type_name, block, _)) if !(ne[0] as u64).is_multiple_of(block) => {
+                    return Err(self.bad(
                         &name,
-                        format!("{numel} elements do not fill {} blocks", ggml_type.name()),
-                    )
-                })?,
+                        format!(
+                            "rows of {} do not fill {type_name} blocks of {block}",
+                            ne[0]
+                        ),
+                    ));
+                }
+                Some(_) => ggml_type.bytes(numel).unwrap_or(0),
             };
             ne.reverse();
             order.push(name.clone());
