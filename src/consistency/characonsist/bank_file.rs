@@ -156,6 +156,11 @@ struct Header {
     mask: Option<TokenMask>,
     full_run_mask: Option<TokenMask>,
     grid: (usize, usize),
+    /// The mask-cleaning radii (erosion, dilation) the masks were made with on `grid`. They
+    /// follow from the settings and the grid by a rule that has changed before (banks made
+    /// before it was recorded lack it and are recomputed).
+    #[serde(default)]
+    mask_radii: Option<(u8, u8)>,
     /// Storage dtype, e.g. "f16" (also that of an empty bank).
     dtype: String,
     /// Names of the tensors, so a file with a missing tensor is refused.
@@ -227,6 +232,7 @@ impl StoredIdentity {
             mask: self.mask.clone(),
             full_run_mask: self.full_run_mask.clone(),
             grid: self.grid,
+            mask_radii: Some(fingerprint.settings.mask_radii(self.grid.0, self.grid.1)),
             dtype: dtype_name(self.bank.storage_dtype()),
             tensors: tensors.iter().map(|(n, _)| n.clone()).collect(),
         };
@@ -278,7 +284,11 @@ impl StoredIdentity {
                 header.format
             )));
         }
-        let differences = header.fingerprint.differences(expected);
+        let mut differences = header.fingerprint.differences(expected);
+        let radii = expected.settings.mask_radii(header.grid.0, header.grid.1);
+        if header.mask_radii != Some(radii) {
+            differences.push("mask cleaning radii");
+        }
         if !differences.is_empty() {
             return Err(BankFileError::Mismatch {
                 path: path.to_path_buf(),
@@ -437,6 +447,32 @@ mod tests {
         .unwrap();
         let err = StoredIdentity::load(&plain, &fingerprint(7, 0.5, 10), &Device::Cpu).unwrap_err();
         assert!(matches!(err, BankFileError::Format { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_bank_without_or_with_other_mask_radii_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("identity.bank");
+        let fp = fingerprint(7, 0.5, 10);
+        stored().save(&path, &fp, None).unwrap();
+        // Rewrite the header as an older version wrote it (no radii), then with other radii.
+        let bytes = std::fs::read(&path).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let json = meta.metadata().as_ref().unwrap()[HEADER_KEY].clone();
+        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
+        let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let ours = value["mask_radii"].clone();
+        assert!(ours.is_array(), "{json}");
+        for radii in [serde_json::Value::Null, serde_json::json!([9, 9])] {
+            value["mask_radii"] = radii;
+            let metadata = HashMap::from([(HEADER_KEY.to_string(), value.to_string())]);
+            let out = safetensors::serialize(tensors.iter(), Some(metadata)).unwrap();
+            std::fs::write(&path, out).unwrap();
+            let err = StoredIdentity::load(&path, &fp, &Device::Cpu)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("mask cleaning radii"), "{err}");
+        }
     }
 
     #[test]
