@@ -94,6 +94,19 @@ fn read_content(path: &Path) -> anyhow::Result<gguf_file::Content> {
     Ok(gguf_file::Content::read(&mut f)?)
 }
 
+/// Every tensor of a GGUF file, dequantized by candle: the dense reference of a file the
+/// test quantized itself.
+fn dequantized_file(path: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
+    let content = read_content(path)?;
+    let mut file = std::fs::File::open(path)?;
+    let mut out = HashMap::new();
+    for name in content.tensor_infos.keys() {
+        let q = content.tensor(&mut file, name, &Device::Cpu)?;
+        out.insert(name.clone(), q.dequantize(&Device::Cpu)?);
+    }
+    Ok(out)
+}
+
 fn dense_model(
     weights: HashMap<String, Tensor>,
     cfg: &FluxConfig,
@@ -287,15 +300,7 @@ fn k_quants_from_candles_quantizer_match_their_dequantized_weights() -> anyhow::
         let path = dir.path().join(format!("{quant:?}.gguf"));
         write_quantized_transformer(&path, &weights, quant, &cfg.axes_dim)?;
         let quantized = load_transformer(&path, &opts())?;
-        // The dense reference: every tensor of the file, dequantized by candle.
-        let content = read_content(&path)?;
-        let mut file = std::fs::File::open(&path)?;
-        let mut dense = HashMap::new();
-        for name in content.tensor_infos.keys() {
-            let q = content.tensor(&mut file, name, &dev)?;
-            dense.insert(name.clone(), q.dequantize(&dev)?);
-        }
-        let dense = dense_model(dense, &cfg)?;
+        let dense = dense_model(dequantized_file(&path)?, &cfg)?;
         let rope = quantized.rope_tables(txt, grid.0, grid.1)?;
         let inputs = FluxInputs {
             img: &img,
@@ -324,16 +329,17 @@ fn quantized_and_dense_pipelines() -> anyhow::Result<(Pipeline, Pipeline)> {
     write_quantized_transformer(&path, &weights, GgmlDType::Q8_0, &cfg.axes_dim)?;
     let mut quantized = tiny_pipeline(11, &dev)?;
     quantized.transformer = load_transformer(&path, &opts())?;
-    let content = read_content(&path)?;
-    let mut file = std::fs::File::open(&path)?;
-    let mut dense_weights = HashMap::new();
-    for name in content.tensor_infos.keys() {
-        let q = content.tensor(&mut file, name, &dev)?;
-        dense_weights.insert(name.clone(), q.dequantize(&dev)?);
-    }
     let mut dense = tiny_pipeline(11, &dev)?;
-    dense.transformer = dense_model(dense_weights, &cfg)?;
+    dense.transformer = dense_model(dequantized_file(&path)?, &cfg)?;
     Ok((quantized, dense))
+}
+
+fn tiny_encoder() -> HashedWordEncoder {
+    HashedWordEncoder {
+        dim: tiny_config().context_in_dim,
+        max_len: TINY_TEXT_LEN,
+        device: Device::Cpu,
+    }
 }
 
 fn story_sample(enc: &mut HashedWordEncoder, bg: &str, action: &str, seed: u64) -> StorySample {
@@ -354,11 +360,7 @@ fn story_sample(enc: &mut HashedWordEncoder, bg: &str, action: &str, seed: u64) 
 #[test]
 fn characonsist_runs_unchanged_on_a_quantized_model() -> anyhow::Result<()> {
     let (quantized, dense) = quantized_and_dense_pipelines()?;
-    let mut enc = HashedWordEncoder {
-        dim: tiny_config().context_in_dim,
-        max_len: TINY_TEXT_LEN,
-        device: Device::Cpu,
-    };
+    let mut enc = tiny_encoder();
     let id = story_sample(&mut enc, "on a beach", "standing", 5);
     let frames = vec![
         story_sample(&mut enc, "in a forest", "jumping", 6),
@@ -398,11 +400,7 @@ fn characonsist_runs_unchanged_on_a_quantized_model() -> anyhow::Result<()> {
 #[test]
 fn asemconsist_runs_unchanged_on_a_quantized_model() -> anyhow::Result<()> {
     let (quantized, dense) = quantized_and_dense_pipelines()?;
-    let mut enc = HashedWordEncoder {
-        dim: tiny_config().context_in_dim,
-        max_len: TINY_TEXT_LEN,
-        device: Device::Cpu,
-    };
+    let mut enc = tiny_encoder();
     let identity = "a round red creature";
     let frames: Vec<(String, String)> = [("in a snowy field", "waving"), ("on a beach", "jumping")]
         .iter()

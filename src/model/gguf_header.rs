@@ -8,9 +8,11 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::quantized::GgmlDType;
+
+use super::safetensors_header::HeaderError;
 
 /// Metadata key of a file's architecture (`flux` for FLUX transformers).
 pub const ARCHITECTURE_KEY: &str = "general.architecture";
@@ -20,33 +22,6 @@ const DEFAULT_ALIGNMENT: u64 = 32;
 const MAX_STRING_BYTES: u64 = 1 << 20;
 const MAX_ENTRIES: u64 = 1 << 20;
 const MAX_DIMS: u32 = 4;
-
-#[derive(Debug, thiserror::Error)]
-pub enum GgufError {
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path} is not a GGUF file this version of Storyloom reads: {reason}")]
-    NotGguf { path: PathBuf, reason: String },
-    #[error(
-        "{path} is truncated or corrupt: tensor `{tensor}` needs bytes up to {needed}, the file has {available} (an incomplete download?)"
-    )]
-    Truncated {
-        path: PathBuf,
-        tensor: String,
-        needed: u64,
-        available: u64,
-    },
-    #[error("{path}: tensor `{tensor}` is inconsistent: {reason}")]
-    BadTensor {
-        path: PathBuf,
-        tensor: String,
-        reason: String,
-    },
-}
 
 /// A ggml tensor type, by its number in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -224,8 +199,8 @@ pub fn is_gguf(path: &Path) -> bool {
 }
 
 /// Reads and validates the header of a GGUF file.
-pub fn read_gguf_header(path: &Path) -> Result<GgufHeader, GgufError> {
-    let io = |source| GgufError::Io {
+pub fn read_gguf_header(path: &Path) -> Result<GgufHeader, HeaderError> {
+    let io = |source| HeaderError::Io {
         path: path.into(),
         source,
     };
@@ -246,20 +221,20 @@ struct Reader<'p, R> {
 }
 
 impl<R: Read> Reader<'_, R> {
-    fn not_gguf(&self, reason: impl Into<String>) -> GgufError {
-        GgufError::NotGguf {
+    fn not_gguf(&self, reason: impl Into<String>) -> HeaderError {
+        HeaderError::NotGguf {
             path: self.path.into(),
             reason: reason.into(),
         }
     }
 
-    fn bytes<const N: usize>(&mut self) -> Result<[u8; N], GgufError> {
+    fn bytes<const N: usize>(&mut self) -> Result<[u8; N], HeaderError> {
         let mut b = [0u8; N];
         self.inner.read_exact(&mut b).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 self.not_gguf("the header ends early")
             } else {
-                GgufError::Io {
+                HeaderError::Io {
                     path: self.path.into(),
                     source: e,
                 }
@@ -269,15 +244,15 @@ impl<R: Read> Reader<'_, R> {
         Ok(b)
     }
 
-    fn u32(&mut self) -> Result<u32, GgufError> {
+    fn u32(&mut self) -> Result<u32, HeaderError> {
         Ok(u32::from_le_bytes(self.bytes()?))
     }
 
-    fn u64(&mut self) -> Result<u64, GgufError> {
+    fn u64(&mut self) -> Result<u64, HeaderError> {
         Ok(u64::from_le_bytes(self.bytes()?))
     }
 
-    fn count(&mut self, what: &str) -> Result<u64, GgufError> {
+    fn count(&mut self, what: &str) -> Result<u64, HeaderError> {
         let n = self.u64()?;
         if n > MAX_ENTRIES {
             return Err(self.not_gguf(format!("{n} {what} is not believable")));
@@ -285,7 +260,7 @@ impl<R: Read> Reader<'_, R> {
         Ok(n)
     }
 
-    fn string(&mut self) -> Result<String, GgufError> {
+    fn string(&mut self) -> Result<String, HeaderError> {
         let len = self.u64()?;
         if len > MAX_STRING_BYTES {
             return Err(self.not_gguf(format!("a string of {len} bytes")));
@@ -299,7 +274,7 @@ impl<R: Read> Reader<'_, R> {
     }
 
     /// A metadata value of type `ty`; arrays are read past and give `None`.
-    fn value(&mut self, ty: u32) -> Result<Option<MetaValue>, GgufError> {
+    fn value(&mut self, ty: u32) -> Result<Option<MetaValue>, HeaderError> {
         Ok(Some(match ty {
             0 => MetaValue::Int(self.bytes::<1>()?[0] as i64),
             1 => MetaValue::Int(self.bytes::<1>()?[0] as i8 as i64),
@@ -325,7 +300,7 @@ impl<R: Read> Reader<'_, R> {
         }))
     }
 
-    fn parse(&mut self, file_len: u64) -> Result<GgufHeader, GgufError> {
+    fn parse(&mut self, file_len: u64) -> Result<GgufHeader, HeaderError> {
         if &self.bytes::<4>().map_err(|_| self.not_gguf("too short"))? != b"GGUF" {
             return Err(self.not_gguf("no GGUF magic"));
         }
@@ -399,7 +374,7 @@ impl<R: Read> Reader<'_, R> {
                 return Err(self.bad(&name, format!("offset {} is not aligned", t.offset)));
             }
             if t.offset + t.bytes > available {
-                return Err(GgufError::Truncated {
+                return Err(HeaderError::Truncated {
                     path: self.path.into(),
                     needed: header.data_start + t.offset + t.bytes,
                     tensor: name,
@@ -410,8 +385,8 @@ impl<R: Read> Reader<'_, R> {
         Ok(header)
     }
 
-    fn bad(&self, tensor: &str, reason: String) -> GgufError {
-        GgufError::BadTensor {
+    fn bad(&self, tensor: &str, reason: String) -> HeaderError {
+        HeaderError::BadTensor {
             path: self.path.into(),
             tensor: tensor.into(),
             reason,
@@ -423,6 +398,7 @@ impl<R: Read> Reader<'_, R> {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::path::PathBuf;
 
     /// A GGUF v3 file written by hand: one metadata string, then the tensors.
     fn gguf_bytes(arch: &str, tensors: &[(&str, &[u64], u32)], data: usize) -> Vec<u8> {
@@ -491,7 +467,7 @@ mod tests {
         let p = write(dir.path(), "cut.gguf", &gguf_bytes("flux", t, 300));
         let err = read_gguf_header(&p).unwrap_err();
         assert!(
-            matches!(&err, GgufError::Truncated { tensor, .. } if tensor == "b"),
+            matches!(&err, HeaderError::Truncated { tensor, .. } if tensor == "b"),
             "{err}"
         );
     }
@@ -514,18 +490,18 @@ mod tests {
         let p = write(dir.path(), "odd.gguf", &gguf_bytes("flux", t, 1024));
         assert!(matches!(
             read_gguf_header(&p).unwrap_err(),
-            GgufError::BadTensor { tensor, .. } if tensor == "w"
+            HeaderError::BadTensor { tensor, .. } if tensor == "w"
         ));
         let p = write(dir.path(), "junk.gguf", b"GGUF\x09\x00\x00\x00");
         assert!(matches!(
             read_gguf_header(&p).unwrap_err(),
-            GgufError::NotGguf { .. }
+            HeaderError::NotGguf { .. }
         ));
         let p = write(dir.path(), "short.gguf", b"GGU");
         assert!(!is_gguf(&p));
         assert!(matches!(
             read_gguf_header(&p).unwrap_err(),
-            GgufError::NotGguf { .. }
+            HeaderError::NotGguf { .. }
         ));
     }
 

@@ -1,4 +1,5 @@
-//! Reading and checking a safetensors header without loading any tensor data.
+//! Reading and checking a safetensors header without loading any tensor data. The error type
+//! serves GGUF headers too (`gguf_header.rs`).
 //!
 //! Every weight file is classified from its header before anything is mapped, so that a
 //! truncated download or a wrong file is reported with the offending tensor's name instead
@@ -32,6 +33,8 @@ pub enum HeaderError {
     Gguf { path: PathBuf },
     #[error("{path} is not a safetensors file: {reason}")]
     NotSafetensors { path: PathBuf, reason: String },
+    #[error("{path} is not a GGUF file this version of Storyloom reads: {reason}")]
+    NotGguf { path: PathBuf, reason: String },
     #[error(
         "{path} is truncated or corrupt: tensor `{tensor}` needs bytes up to {needed}, the file has {available} (an incomplete download?)"
     )]

@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::dit::{FluxConfig, FluxTransformer, init::expected_tensors};
-use super::gguf_header::{GgufError, GgufHeader, is_gguf, read_gguf_header};
+use super::gguf_header::{GgufHeader, is_gguf, read_gguf_header};
 use super::gguf_weights;
 use super::safetensors_header::{Header, HeaderError, dtype_size, read_header};
 use super::sampler::Prediction;
@@ -27,8 +27,6 @@ pub const AXES_METADATA_KEY: &str = "storyloom.axes_dim";
 pub enum WeightsError {
     #[error(transparent)]
     Header(#[from] HeaderError),
-    #[error(transparent)]
-    Gguf(#[from] GgufError),
     #[error(
         "{path}: tensor `{tensor}` is {kind}, a type Storyloom cannot run (it runs {})",
         crate::model::gguf_header::GgmlType::runnable_names()

@@ -10,6 +10,8 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::cpu_matmul::f32_slice;
+
 /// Elements one task works on (keeps both cores busy without tiny tasks).
 const CHUNK: usize = 1 << 14;
 
@@ -51,7 +53,7 @@ pub fn exp_f32(x: f32) -> f32 {
     let p = p * r + 8.333_452e-3;
     let p = p * r + 4.166_579_6e-2;
     let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
+    let p = p * r + 0.5; // Cephes: 5.0000001201e-1, which is 0.5 in f32
     let e_r = p * r * r + r + 1.0;
     let e = e_r * f32::from_bits(((n as i32 + 127) as u32) << 23);
     // Underflow (and -inf, a masked score) is exactly zero.
@@ -108,11 +110,7 @@ impl CustomOp1 for GeluTanh {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        if !l.is_contiguous() {
-            candle_core::bail!("gelu_tanh needs a contiguous input");
-        }
-        let all = s.as_slice::<f32>()?;
-        let x = &all[l.start_offset()..l.start_offset() + l.shape().elem_count()];
+        let x = f32_slice(s, l)?;
         let mut out = vec![0f32; x.len()];
         let arch = pulp::Arch::new();
         out.par_chunks_mut(CHUNK)
@@ -174,12 +172,8 @@ impl CustomOp1 for SoftmaxLastDim {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        if !l.is_contiguous() {
-            candle_core::bail!("softmax_last_dim needs a contiguous input");
-        }
         let n = *l.shape().dims().last().unwrap_or(&1);
-        let all = s.as_slice::<f32>()?;
-        let mut out = all[l.start_offset()..l.start_offset() + l.shape().elem_count()].to_vec();
+        let mut out = f32_slice(s, l)?.to_vec();
         let rows_per_task = (CHUNK / n.max(1)).max(1);
         let arch = pulp::Arch::new();
         out.par_chunks_mut(rows_per_task * n.max(1))

@@ -44,9 +44,11 @@ struct Matmul {
     rhs_transposed: bool,
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+/// The f32 elements of a contiguous CPU tensor (the kernels here and in `cpu_kernels` make
+/// their inputs contiguous first).
+pub(super) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     if !l.is_contiguous() {
-        candle_core::bail!("the CPU matmul needs contiguous inputs");
+        candle_core::bail!("the CPU kernels need contiguous inputs");
     }
     let all = s.as_slice::<f32>()?;
     Ok(&all[l.start_offset()..l.start_offset() + l.shape().elem_count()])

@@ -26,9 +26,7 @@ pub enum Linear {
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Linear::Dense(l)
-                if super::cpu_matmul::applies(x, l.weight()) && l.weight().rank() == 2 =>
-            {
+            Linear::Dense(l) if super::cpu_matmul::applies(x, l.weight()) => {
                 let y = super::cpu_matmul::matmul_t(x, l.weight())?;
                 match l.bias() {
                     Some(b) => y.broadcast_add(b),
