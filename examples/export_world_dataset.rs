@@ -6,7 +6,8 @@
 //! - `images.safetensors`: `images` u8 `[N, 64, 64, 3]` (row-major RGB) and `packed_check`
 //!   f32 `[2, 64, 192]`, the packed model tokens of samples 0 and 1 as Storyloom computes them
 //!   (pixels in [-1, 1] -> space-to-depth by 4 -> FLUX 2x2 packing), so the training script can
-//!   assert that its own packing is identical;
+//!   assert that its own packing is identical; `masks` u8 `[N, 64, 64]`, the character's
+//!   coverage of every pixel (0..=255), which the grounding loss of the training script reads;
 //! - `captions.jsonl`: one JSON object per sample, in the same order: seed, the joined caption,
 //!   its three parts, whether the character is under-specified, and the generating attributes;
 //! - `tokenizer.json`: the world's word-level tokenizer, as shipped in `assets/builtin/`.
@@ -57,11 +58,13 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("creating {}", captions_path.display()))?,
     );
     let mut pixels: Vec<u8> = Vec::with_capacity(args.count as usize * size * size * 3);
+    let mut masks: Vec<u8> = Vec::with_capacity(args.count as usize * size * size);
     let mut packed = Vec::new();
     for i in 0..args.count {
         let seed = args.first_seed + i;
         let sample = world.sample(seed);
         pixels.extend_from_slice(sample.image.as_raw());
+        masks.extend_from_slice(sample.mask.as_raw());
         if packed.len() < 2 {
             let x = rgb_to_tensor(&sample.image, &Device::Cpu)?;
             packed.push(pack_latents(&codec.space_to_depth(&x)?)?);
@@ -86,6 +89,8 @@ fn main() -> anyhow::Result<()> {
     let images = Tensor::from_vec(pixels, (n, size, size, 3), &Device::Cpu)?;
     let mut tensors = HashMap::new();
     tensors.insert("images".to_string(), images);
+    let masks = Tensor::from_vec(masks, (n, size, size), &Device::Cpu)?;
+    tensors.insert("masks".to_string(), masks);
     if !packed.is_empty() {
         tensors.insert("packed_check".to_string(), Tensor::cat(&packed, 0)?);
     }

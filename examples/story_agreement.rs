@@ -1,16 +1,24 @@
 //! Identity agreement across the frames of a story on the built-in model, with each
-//! combination of consistency methods, and the time per frame of each. For the model card.
+//! combination of consistency methods, and the time per frame of each; with CharaConsist also
+//! whether its masks and point matches sit on the character, and whether any configuration
+//! leaves token seams. For the model card.
 //!
-//! `cargo run --release --example story_agreement -- --stories 20`
+//! `cargo run --release --example story_agreement -- --stories 50`
 //!
-//! Every story has an under-specified character taken from a held-out world caption (e.g. "a
-//! little critter": the model must invent colour, pattern and accessory) and six frames with
+//! Every story has an under-specified character taken from a held-out world caption that names
+//! no colour (e.g. "a little critter": the model must invent colour, pattern and accessory) and six frames with
 //! short environment and action phrases of the world's captions (so the combined prompt of
 //! ASemConsist fits the model's 64 text tokens); each frame has its own seed.
 //! The world checker measures the character of every frame; a pair of frames agrees when
 //! colour, pattern and accessory colour all match (`checker::pairwise_agreement`), and on
 //! colour alone. Every configuration renders exactly the same stories through the engine's
 //! own rendering code.
+//!
+//! Masks and matches are judged against the checker's subject region on the token grid (a
+//! token is the character's where >= 30 % of its pixels are subject pixels): the mean IoU of
+//! the identity's and every frame's mask with its image's region, and the share of point
+//! matches whose frame and identity tokens both lie on the character. Seams: the mean
+//! absolute difference of neighbouring pixels across token borders over that inside tokens.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -21,11 +29,14 @@ use candle_core::Device;
 use clap::Parser;
 use storyloom::consistency::MethodSettings;
 use storyloom::consistency::characonsist::BackgroundMode;
+use storyloom::consistency::characonsist::FrameAnalysis;
+use storyloom::consistency::metrics::seam_contrast;
 use storyloom::engine::render::{LoadedModel, render_frame};
 use storyloom::engine::story::render_with_methods;
-use storyloom::engine::{FrameJob, RenderSettings, StoryContext};
+use storyloom::engine::{Event, FrameJob, RenderSettings, StoryContext};
+use storyloom::model::builtin::caption::read_character;
 use storyloom::model::builtin::checker::{
-    Checker, Measurement, identity_agreement, pairwise_agreement,
+    Checker, Measurement, identity_agreement, pairwise_agreement, token_iou,
 };
 use storyloom::model::builtin::model::{BuiltinModel, DEFAULT_STEPS, IMAGE_SIZE, default_dir};
 use storyloom::model::builtin::{World, WorldConfig};
@@ -33,7 +44,7 @@ use storyloom::model::builtin::{World, WorldConfig};
 #[derive(Parser)]
 struct Args {
     /// Number of stories (six frames each).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 50)]
     stories: u64,
     /// World seed the stories' captions start from (training used seeds below 1 000 000).
     #[arg(long, default_value_t = 2_000_000)]
@@ -107,7 +118,8 @@ fn story(world: &World, seed: &mut u64, index: u64) -> StoryContext {
     let identity = loop {
         let s = world.sample(*seed);
         *seed += 1;
-        if s.caption.under_specified {
+        // Under-specified and silent about the colour: the colour is the model's to invent.
+        if s.caption.under_specified && read_character(&s.caption.character).colour.is_none() {
             break s.caption.character;
         }
     };
@@ -171,9 +183,12 @@ fn main() -> anyhow::Result<()> {
         let mut colour = Vec::new();
         let mut sharing = 0usize;
         let mut images = Vec::new();
+        let mut grounding = Grounding::default();
+        let mut seams = Vec::new();
         let started = Instant::now();
         for s in &stories {
             let frames = if config.methods.any_enabled() {
+                let mut identity = None;
                 let results = render_with_methods(
                     &mut model,
                     s,
@@ -181,13 +196,24 @@ fn main() -> anyhow::Result<()> {
                     &settings,
                     false,
                     &cancel,
-                    &mut |_| {},
+                    &mut |event| {
+                        if let Event::IdentityDone { image, .. } = event {
+                            identity = Some(image);
+                        }
+                    },
                 )?
                 .context("not cancelled")?;
                 sharing += results
                     .iter()
                     .any(|r| r.analysis.afs.is_some_and(|d| d.use_sharing))
                     as usize;
+                if let Some(identity) = &identity {
+                    let analyses: Vec<(&image::RgbImage, &FrameAnalysis)> = results
+                        .iter()
+                        .filter_map(|r| Some((&r.image, r.analysis.characonsist.as_ref()?)))
+                        .collect();
+                    grounding.add_story(&checker, identity, &analyses);
+                }
                 results.into_iter().map(|r| r.image).collect::<Vec<_>>()
             } else {
                 s.frames
@@ -202,15 +228,19 @@ fn main() -> anyhow::Result<()> {
             let m: Vec<Measurement> = frames.iter().map(|i| checker.measure(i)).collect();
             full.push(pairwise_agreement(&m));
             colour.push(colour_agreement(&m));
+            seams.extend(frames.iter().map(|f| seam_contrast(f, IMAGE_SIZE / 8)));
             images.extend(frames);
         }
         let per_frame = started.elapsed().as_secs_f64() / (stories.len() * FRAMES) as f64;
         let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len().max(1) as f32 * 100.0;
+        let across: f32 = seams.iter().map(|s| s.across).sum();
+        let inside: f32 = seams.iter().map(|s| s.inside).sum();
         println!(
-            "{:<13} identity agreement {:5.1}%  colour agreement {:5.1}%  {:.3} s per frame{}",
+            "{:<13} identity agreement {:5.1}%  colour agreement {:5.1}%  seams {:.2}  {:.3} s per frame{}",
             config.name,
             mean(&full),
             mean(&colour),
+            across / inside.max(f32::MIN_POSITIVE),
             per_frame,
             if config.methods.asemconsist_enabled {
                 format!("  (AFS sharing in {sharing} of {} stories)", stories.len())
@@ -218,6 +248,9 @@ fn main() -> anyhow::Result<()> {
                 String::new()
             }
         );
+        if let Some(line) = grounding.summary() {
+            println!("{:<13} {line}", "");
+        }
         if let Some(folder) = &args.sheets {
             std::fs::create_dir_all(folder)?;
             let sheet = contact_sheet(&images);
@@ -228,6 +261,64 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether CharaConsist's masks and matches sit on the character the checker finds.
+#[derive(Default)]
+struct Grounding {
+    /// IoU of every mask (identities and frames) with its image's subject tokens.
+    ious: Vec<f32>,
+    matches: usize,
+    matches_on_character: usize,
+    frames: usize,
+    /// Frames whose character has the identity image's colour.
+    frames_in_identity_colour: usize,
+}
+
+impl Grounding {
+    fn add_story(
+        &mut self,
+        checker: &Checker,
+        identity: &image::RgbImage,
+        frames: &[(&image::RgbImage, &FrameAnalysis)],
+    ) {
+        let Some((_, first)) = frames.first() else {
+            return;
+        };
+        let grid = &first.identity_mask;
+        let identity = checker.measure(identity);
+        let identity_truth = identity.subject_tokens(grid.rows, grid.cols);
+        self.ious.push(token_iou(&grid.fg, &identity_truth));
+        for (image, analysis) in frames {
+            let mask = &analysis.frame_mask;
+            let measured = checker.measure(image);
+            self.frames += 1;
+            self.frames_in_identity_colour +=
+                (identity_agreement(&identity, &measured).colour == Some(true)) as usize;
+            let truth = measured.subject_tokens(mask.rows, mask.cols);
+            self.ious.push(token_iou(&mask.fg, &truth));
+            for m in &analysis.matches {
+                self.matches += 1;
+                self.matches_on_character += (truth[m.frame_token as usize]
+                    && identity_truth[m.identity_token as usize])
+                    as usize;
+            }
+        }
+    }
+
+    fn summary(&self) -> Option<String> {
+        if self.ious.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "masks: IoU with the character {:.2} (mean of {} identity and frame masks)  matches on the character at both ends: {:.1}% of {}  frames in the identity's colour {:.1}%",
+            self.ious.iter().sum::<f32>() / self.ious.len() as f32,
+            self.ious.len(),
+            100.0 * self.matches_on_character as f32 / self.matches.max(1) as f32,
+            self.matches,
+            100.0 * self.frames_in_identity_colour as f32 / self.frames.max(1) as f32,
+        ))
+    }
 }
 
 /// Fraction of frame pairs whose character colours were measured and agree.

@@ -1,7 +1,10 @@
 //! The shipped built-in model: its weights load, Storyloom's forward pass reproduces
-//! transformers/diffusers on them, and a fixed seed and prompt give a fixed, non-trivial image.
+//! transformers/diffusers on them, CharaConsist's attention readout (mask and point-matching
+//! similarity) reproduces an independent PyTorch computation, and a fixed seed and prompt give
+//! a fixed, non-trivial image.
 //!
-//! `tests/fixtures/builtin_parity.safetensors` comes from `assets/builtin/make_parity.py`;
+//! `tests/fixtures/builtin_parity.safetensors` comes from `assets/builtin/make_parity.py`,
+//! `tests/fixtures/builtin_masks.safetensors` from `assets/builtin/make_mask_reference.py`;
 //! `tests/fixtures/builtin_seed7.safetensors` is written by this test when run with
 //! `STORYLOOM_BLESS=1` (after retraining the model, regenerate both).
 
@@ -11,10 +14,13 @@ use std::sync::atomic::AtomicBool;
 
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
+use storyloom::consistency::characonsist::{
+    MaskAccumulator, MaskVariant, PromptSpans, SimilarityAccumulator,
+};
 use storyloom::model::builtin::model::{
     BuiltinModel, DEFAULT_STEPS, IMAGE_SIZE, LATENT_CHANNELS, TEXT_LEN, pixels_to_latent,
 };
-use storyloom::model::dit::FluxInputs;
+use storyloom::model::dit::{BlockId, Control, FluxInputs, HookCtx, StepInfo};
 use storyloom::model::pipeline::{BatchRequest, SampleSpec};
 use storyloom::model::sampler::{Prediction, euler_sample, schedule};
 use storyloom::model::text::TextEncoding;
@@ -310,4 +316,156 @@ fn weights_id_changes_with_the_weights() {
     std::fs::write(&weights, bytes).unwrap();
     let changed = BuiltinModel::load_from(dir.path(), &Device::Cpu).unwrap();
     assert_ne!(changed.weights_id, shipped.weights_id);
+}
+
+// Kept identical to PROMPTS in assets/builtin/make_mask_reference.py.
+const MASK_PROMPTS: [(&str, [&str; 3]); 2] = [
+    (
+        "frame",
+        [
+            "on a sunny beach",
+            "a red round creature with stripes",
+            "jumping on the left",
+        ],
+    ),
+    (
+        "identity",
+        [
+            "in a green meadow",
+            "a red round creature with stripes",
+            "standing on the right",
+        ],
+    ),
+];
+
+/// Every single block's image queries, text keys and image attention output.
+#[derive(Default)]
+struct Readout {
+    queries_keys: Vec<(Tensor, Tensor)>,
+    outputs: Vec<Tensor>,
+}
+
+impl Control for Readout {
+    fn wants_attention_probs(&self, ctx: &HookCtx) -> bool {
+        matches!(ctx.block, BlockId::Single(_))
+    }
+
+    fn attention_probs(
+        &mut self,
+        _: &HookCtx,
+        q_img: &Tensor,
+        k_txt: &Tensor,
+    ) -> candle_core::Result<()> {
+        self.queries_keys.push((q_img.get(0)?, k_txt.get(0)?));
+        Ok(())
+    }
+
+    fn attention_output(&mut self, ctx: &HookCtx, x: Tensor) -> candle_core::Result<Tensor> {
+        if let BlockId::Single(_) = ctx.block {
+            self.outputs
+                .push(x.get(0)?.narrow(0, ctx.txt_len, ctx.img_len())?);
+        }
+        Ok(x)
+    }
+}
+
+/// CharaConsist's mask (eqs. 6-9) and point-matching similarity (eq. 4) on the shipped
+/// weights equal an independent PyTorch computation (`assets/builtin/make_mask_reference.py`)
+/// on the same inputs: the images at the extraction step of two prompts.
+#[test]
+fn characonsist_readout_matches_a_pytorch_reference() {
+    let mut model = load_model();
+    let reference =
+        candle_core::safetensors::load(fixture("builtin_masks.safetensors"), &Device::Cpu).expect(
+            "tests/fixtures/builtin_masks.safetensors (assets/builtin/make_mask_reference.py)",
+        );
+    let get = |n: &str| reference.get(n).unwrap_or_else(|| panic!("{n} in fixture"));
+    let mut outputs = Vec::new();
+    for (name, parts) in MASK_PROMPTS {
+        let enc = model
+            .encoder
+            .text_encoder()
+            .encode(&parts, storyloom::model::builtin::model::SEPARATOR)
+            .unwrap();
+        let ids: Vec<i64> = enc.prompt.ids.iter().map(|&i| i as i64).collect();
+        let reference_ids: Vec<i64> = get(&format!("{name}.ids"))
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(ids, reference_ids, "{name}: token ids");
+        let spans = &enc.prompt.segment_spans;
+        let spans = PromptSpans::new(spans[0].clone(), spans[1].start..spans[2].end);
+
+        let transformer = model.transformer();
+        let rope = transformer.rope_tables(TEXT_LEN, 8, 8).unwrap();
+        let mut readout = Readout::default();
+        transformer
+            .forward_with(
+                &FluxInputs {
+                    img: get(&format!("{name}.x")),
+                    txt: &enc.hidden,
+                    pooled: &enc.pooled,
+                    timesteps: get(&format!("{name}.t")),
+                    guidance: None,
+                    rope: &rope,
+                    img_grid: (8, 8),
+                },
+                &StepInfo {
+                    step: 4,
+                    num_steps: DEFAULT_STEPS,
+                    batch_index: &[0],
+                },
+                &mut readout,
+            )
+            .unwrap();
+        assert_eq!(
+            readout.queries_keys.len(),
+            transformer.config().depth_single_blocks
+        );
+
+        let mut acc = MaskAccumulator::new();
+        for (q, k) in &readout.queries_keys {
+            acc.add_queries_keys(q, k, &spans, MaskVariant::ReleasedCode)
+                .unwrap();
+        }
+        let (bg, fg) = acc.scores();
+        for (part, ours) in [("bg", &bg), ("fg", &fg)] {
+            let theirs: Vec<f32> = get(&format!("{name}.{part}")).to_vec1().unwrap();
+            let err = ours
+                .iter()
+                .zip(&theirs)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(err <= 1e-4, "{name}: {part} attention differs by {err}");
+        }
+        let mask = acc
+            .raw_mask(8, 8, &spans, MaskVariant::ReleasedCode)
+            .unwrap();
+        let theirs: Vec<bool> = get(&format!("{name}.mask"))
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|&m| m > 0.5)
+            .collect();
+        // A token whose two scores tie within rounding may fall either way.
+        let disagree: Vec<usize> = (0..64)
+            .filter(|&i| mask.fg[i] != theirs[i] && (bg[i] - fg[i]).abs() > 1e-5)
+            .collect();
+        assert!(
+            disagree.is_empty(),
+            "{name}: mask differs at tokens {disagree:?}"
+        );
+        assert!(
+            mask.count() > 0 && mask.count() < 64,
+            "{name}: a non-trivial mask"
+        );
+        outputs.push(readout.outputs);
+    }
+    let mut similarity = SimilarityAccumulator::new();
+    for (frame, identity) in outputs[0].iter().zip(&outputs[1]) {
+        similarity.add(frame, identity).unwrap();
+    }
+    let err = max_abs_diff(&similarity.mean().unwrap(), get("similarity"));
+    assert!(err <= 1e-4, "similarity differs by {err}");
 }

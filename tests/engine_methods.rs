@@ -338,3 +338,75 @@ fn live_previews_follow_every_frame_of_a_method_story() {
         }
     }
 }
+
+#[test]
+fn a_story_longer_than_the_text_window_renders_in_groups() {
+    // The tiny encoder holds 31 words: the identity (4 words) and 8 frames of 6 words make
+    // 52, so ASemConsist splits the story into groups of 4 frames (4 + 4·6 = 28 words).
+    let engine = loaded();
+    let mut s = story(None);
+    s.frames = (1..=8)
+        .map(|i| frame(i, "on a sunny beach", "jumping high"))
+        .collect();
+    let methods = MethodSettings {
+        asemconsist_enabled: true,
+        ..MethodSettings::default()
+    };
+    engine.send(Job::Generate {
+        story: s.clone(),
+        frames: s.frames.clone(),
+        settings: settings(methods),
+    });
+    let events = until(&engine, |e| matches!(e, Event::Idle));
+    assert!(errors(&events).is_empty(), "{:?}", errors(&events));
+    let results = done(&events);
+    assert_eq!(results.len(), 8);
+    for r in &results {
+        assert!(r.analysis.afs.is_some());
+        let label = &r.metadata.methods_used[0];
+        let expected = if r.frame_id <= 4 {
+            "group 1 of 2, frames 1-4)"
+        } else {
+            "group 2 of 2, frames 5-8)"
+        };
+        assert!(label.ends_with(expected), "frame {}: {label}", r.frame_id);
+    }
+    // A frame of the second group rendered alone is rendered in its group, as in the story.
+    engine.send(Job::Generate {
+        story: s.clone(),
+        frames: vec![s.frames[5].clone()],
+        settings: settings(MethodSettings {
+            asemconsist_enabled: true,
+            ..MethodSettings::default()
+        }),
+    });
+    let events = until(&engine, |e| matches!(e, Event::Idle));
+    assert!(errors(&events).is_empty(), "{:?}", errors(&events));
+    let again = done(&events);
+    assert_eq!(again.len(), 1);
+    assert!(again[0].metadata.methods_used[0].ends_with("group 2 of 2, frames 5-8)"));
+}
+
+#[test]
+fn a_frame_too_long_for_the_text_window_is_named() {
+    let engine = loaded();
+    let mut s = story(None);
+    s.frames = vec![
+        frame(1, "on a beach", "jumping"),
+        frame(2, &"far away ".repeat(20), "sitting"),
+    ];
+    engine.send(Job::Generate {
+        story: s.clone(),
+        frames: s.frames.clone(),
+        settings: settings(MethodSettings {
+            asemconsist_enabled: true,
+            ..MethodSettings::default()
+        }),
+    });
+    let events = until(&engine, |e| matches!(e, Event::Idle));
+    let errors = errors(&events);
+    assert!(!errors.is_empty());
+    for e in &errors {
+        assert!(e.contains("frame 2 does not fit"), "{e}");
+    }
+}

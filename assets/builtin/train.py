@@ -57,6 +57,15 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from transformers import T5Config, T5EncoderModel
 
+from grounding import (
+    character_tokens,
+    format_report,
+    forward_with_queries,
+    grounding_loss,
+    grounding_report,
+    span_columns,
+)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 IMAGE_SIZE = 64
@@ -180,6 +189,9 @@ def encode_text(text_encoder, ids, lengths):
 # Smallest t the x0 -> velocity conversion divides by; Storyloom's sampler uses the same.
 T_MIN = 0.05
 
+# The noise level of step 4 of 20, where CharaConsist reads the built-in model's masks.
+MASK_T = 0.865
+
 
 def predict(text_encoder, transformer, x_t, t, ids, lengths, img_ids, txt_ids):
     """The transformer's raw output: x0 ("sample") or the velocity, per --prediction."""
@@ -209,9 +221,24 @@ def flow_loss(text_encoder, transformer, x0, ids, lengths, t, eps, img_ids, txt_
     t_b = t[:, None, None]
     x_t = (1.0 - t_b) * x0 + t_b * eps
     out = predict(text_encoder, transformer, x_t, t, ids, lengths, img_ids, txt_ids)
+    return _flow_error(out, x0, x_t, t_b, eps, prediction, space)
+
+
+def _flow_error(out, x0, x_t, t_b, eps, prediction, space):
     if space == "sample" and prediction == "sample":
         return F.mse_loss(out, x0)
     return F.mse_loss(to_velocity(prediction, out, x_t, t_b), eps - x0)
+
+
+def grounded_flow_loss(text_encoder, transformer, x0, ids, lengths, t, eps, img_ids, txt_ids, prediction, space, grounding):
+    """The flow loss and the grounding loss of the single blocks' image-to-text attention
+    (``grounding.py``); ``grounding`` is (character tokens, background, foreground and real
+    text columns) of the batch."""
+    t_b = t[:, None, None]
+    x_t = (1.0 - t_b) * x0 + t_b * eps
+    hidden, pooled = encode_text(text_encoder, ids, lengths)
+    out, queries_keys = forward_with_queries(transformer, x_t, t, hidden, pooled, img_ids, txt_ids)
+    return _flow_error(out, x0, x_t, t_b, eps, prediction, space), grounding_loss(queries_keys, *grounding)
 
 
 def save_models(out_dir, text_encoder, transformer, prediction):
@@ -301,6 +328,12 @@ def main():
     parser.add_argument("--first-step", type=int, default=0, help="step number the --init weights were saved at (continues the log)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--grounding-weight",
+        type=float,
+        default=0.0,
+        help="weight of the loss that grounds the single blocks' image-to-text attention on the character (grounding.py); 0 trains the flow loss alone",
+    )
+    parser.add_argument(
         "--loss-space",
         choices=["velocity", "sample"],
         default="velocity",
@@ -332,11 +365,24 @@ def main():
         tokenizer_path = os.path.join(args.data, "tokenizer.json")
     tokens = TextTokens(tokenizer_path)
     with open(os.path.join(args.data, "captions.jsonl")) as f:
-        captions = [json.loads(line)["caption"] for line in f]
+        records = [json.loads(line) for line in f]
+    captions = [r["caption"] for r in records]
     assert len(captions) == images.shape[0]
     encoded = [tokens.encode(c) for c in captions]
     all_ids = torch.tensor([e[0] for e in encoded], dtype=torch.long)
     all_lengths = torch.tensor([e[1] for e in encoded], dtype=torch.long)
+    # Where each caption's background words end: the grounding loss and report need the spans.
+    all_background_lengths = torch.tensor(
+        [len(tokens.tokenizer.encode(r["background"], add_special_tokens=False).ids) for r in records],
+        dtype=torch.long,
+    )
+    all_truth = character_tokens(data["masks"]) if "masks" in data else None
+    if args.grounding_weight > 0 and all_truth is None:
+        raise SystemExit("--grounding-weight needs the character masks: export the data set again")
+
+    def grounding_inputs(idx):
+        columns = span_columns(all_background_lengths[idx], all_lengths[idx], TEXT_LEN)
+        return (all_truth[idx], *columns)
     print(f"{len(captions)} samples, vocabulary {tokens.vocab_size}, longest caption {all_lengths.max().item()} tokens")
 
     n_train = images.shape[0] - args.held_out
@@ -392,9 +438,20 @@ def main():
             val_steps.append(int(r["step"]))
             val_losses.append(float(r["held_out_ema_loss"]))
 
+    # Grounding is read where Storyloom reads the masks: step 4 of 20, t = 0.865.
+    val_t_mask = torch.full((len(val_idx),), MASK_T)
+
+    def report_grounding():
+        x_t = (1.0 - MASK_T) * val_x0 + MASK_T * val_eps
+        hidden, pooled = encode_text(ema_text, all_ids[val_idx], all_lengths[val_idx])
+        _, queries_keys = forward_with_queries(ema_dit, x_t, val_t_mask, hidden, pooled, img_ids, txt_ids)
+        return grounding_report(queries_keys, *grounding_inputs(val_idx))
+
     def checkpoint(step, elapsed):
         with torch.no_grad():
             val = flow_loss(ema_text, ema_dit, val_x0, all_ids[val_idx], all_lengths[val_idx], val_t, val_eps, img_ids, txt_ids, args.prediction).item()
+            if all_truth is not None:
+                print(f"held-out grounding at t = {MASK_T}: {format_report(report_grounding())}", flush=True)
         val_steps.append(args.first_step + step)
         val_losses.append(val)
         log.writerow([args.first_step + step, f"{elapsed:.1f}", "", "", f"{val:.5f}"])
@@ -404,7 +461,9 @@ def main():
         print(f"checkpoint at step {args.first_step + step} ({elapsed / 60:.1f} min): held-out EMA loss {val:.4f}", flush=True)
 
     # Fusing the many small element-wise ops roughly halves a CPU step; compiling takes ~3 min.
-    train_loss = flow_loss if args.no_compile else torch.compile(flow_loss)
+    grounded = args.grounding_weight > 0
+    loss_fn = grounded_flow_loss if grounded else flow_loss
+    train_loss = loss_fn if args.no_compile else torch.compile(loss_fn)
 
     start = time.time()
     last_checkpoint = start
@@ -420,7 +479,11 @@ def main():
         lr = lr_at(step)
         for group in optimiser.param_groups:
             group["lr"] = lr
-        loss = train_loss(text_encoder, transformer, x0, all_ids[idx], all_lengths[idx], t, eps, img_ids, txt_ids, args.prediction, args.loss_space)
+        if grounded:
+            flow, ground = train_loss(text_encoder, transformer, x0, all_ids[idx], all_lengths[idx], t, eps, img_ids, txt_ids, args.prediction, args.loss_space, grounding_inputs(idx))
+            loss = flow + args.grounding_weight * ground
+        else:
+            loss = train_loss(text_encoder, transformer, x0, all_ids[idx], all_lengths[idx], t, eps, img_ids, txt_ids, args.prediction, args.loss_space)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -436,7 +499,8 @@ def main():
         log.writerow([args.first_step + step, f"{elapsed:.1f}", f"{lr:.2e}", f"{loss.item():.5f}", ""])
         if step % 10 == 0:
             log_file.flush()
-            print(f"step {step} loss {loss.item():.4f} lr {lr:.2e} {elapsed / step:.2f} s/step", flush=True)
+            parts = f" (flow {flow.item():.4f}, grounding {ground.item():.4f})" if grounded else ""
+            print(f"step {step} loss {loss.item():.4f}{parts} lr {lr:.2e} {elapsed / step:.2f} s/step", flush=True)
         if time.time() - last_checkpoint > args.checkpoint_minutes * 60:
             checkpoint(step, elapsed)
             last_checkpoint = time.time()

@@ -247,74 +247,18 @@ pub fn render_with_methods(
     };
 
     let outcome = if methods.asemconsist_enabled {
-        let pairs: Vec<(String, String)> = all
-            .iter()
-            .map(|f| (f.background.trim().to_string(), f.action.trim().to_string()))
-            .collect();
-        let character = character_text(story);
-        let prompt =
-            asemconsist::story::encode_combined(model.encoder.as_mut(), &character, &pairs)
-                .context("encoding the combined prompt")?;
-        let seeds: Vec<u64> = all.iter().map(|f| f.seed).collect();
-        let prepared = asemconsist::story::prepare(
-            &model.pipeline,
-            model.encoder.as_mut(),
-            &prompt,
-            &character,
-            &pairs,
-            story.identity_seed,
-            &seeds,
-            width,
-            height,
-            settings.steps,
-            settings.guidance,
-            &methods.asemconsist,
-            cancel,
-            |r| {
-                progress.step(None, r, None);
-                Ok(())
-            },
-        );
-        let (mut asem, decision) = match prepared {
-            Ok(p) => p,
-            Err(e) if e.is_cancelled() => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let frame_inputs: Vec<FrameInput> = jobs
-            .iter()
-            .zip(&indices)
-            .map(|(job, &i)| {
-                let (bg, act) = prompt.frame_parts[i].clone();
-                FrameInput {
-                    job: job.clone(),
-                    conditioning: prompt.conditioning.clone(),
-                    spans: combined_spans(&prompt.spans.identity, bg, act, prompt.conditioning.eos),
-                }
-            })
-            .collect();
-        // With CharaConsist, batch row 0 is its identity image, which ASemConsist leaves alone.
-        let frame_roles = indices.iter().map(|&i| SampleRole::Frame(i));
-        let roles = if methods.characonsist_enabled {
-            std::iter::once(SampleRole::Plain)
-                .chain(frame_roles)
-                .collect()
-        } else {
-            frame_roles.collect()
-        };
-        asem.set_roles(roles);
-        chara_story(
+        asem_story(
             model,
             story,
             all,
-            &frame_inputs,
+            jobs,
+            &indices,
             &params,
             methods,
             regenerate,
             cancel,
-            &mut asem,
             &mut progress,
         )?
-        .map(|o| o.with_afs(decision))
     } else {
         let frame_inputs = jobs
             .iter()
@@ -348,6 +292,18 @@ pub fn render_with_methods(
     };
 
     let used = methods_used(methods, outcome.afs, outcome.strategy);
+    let frame_used = |i: usize| -> (Option<AfsDecision>, Vec<String>) {
+        match outcome.asem_frames.get(i) {
+            Some(note) => {
+                let mut used = methods_used(methods, note.afs, outcome.strategy);
+                if let Some(last) = used.last_mut() {
+                    *last = note.label(last);
+                }
+                (note.afs, used)
+            }
+            None => (outcome.afs, used.clone()),
+        }
+    };
     if let Some((image, analysis)) = outcome.identity.clone() {
         let segments = identity_segments(story, all);
         let metadata = Box::new(GenerationMetadata {
@@ -372,17 +328,19 @@ pub fn render_with_methods(
     let seconds = started.elapsed().as_secs_f32() / jobs.len().max(1) as f32;
     let results = jobs
         .iter()
-        .zip(outcome.images)
-        .zip(outcome.analyses)
-        .filter(|((job, _), _)| requested.contains(&job.frame_id))
-        .map(|((job, image), chara)| {
+        .zip(outcome.images.clone())
+        .zip(outcome.analyses.clone())
+        .enumerate()
+        .filter(|(_, ((job, _), _))| requested.contains(&job.frame_id))
+        .map(|(i, ((job, image), chara))| {
             let segments = frame_segments(story, job);
+            let (afs, used) = frame_used(i);
             FrameResult {
                 frame_id: job.frame_id,
                 image,
                 analysis: FrameAnalysis {
                     characonsist: chara,
-                    afs: outcome.afs,
+                    afs,
                 },
                 metadata: GenerationMetadata {
                     prompt: joined_prompt(&segments),
@@ -394,7 +352,7 @@ pub fn render_with_methods(
                     width,
                     height,
                     methods: methods.clone(),
-                    methods_used: used.clone(),
+                    methods_used: used,
                     seconds,
                 },
             }
@@ -469,6 +427,8 @@ struct Outcome {
     identity: Option<(RgbImage, FrameAnalysis)>,
     afs: Option<AfsDecision>,
     strategy: Option<BankStrategy>,
+    /// With ASemConsist, per job: its group's sharing decision and where the group lies.
+    asem_frames: Vec<AsemFrameNote>,
 }
 
 impl Outcome {
@@ -478,6 +438,226 @@ impl Outcome {
             a.afs = afs;
         }
         self
+    }
+}
+
+/// Which ASemConsist group a frame was rendered in: a story longer than the text encoder's
+/// window is split into groups of consecutive frames, each with its own combined prompt.
+#[derive(Debug, Clone)]
+struct AsemFrameNote {
+    afs: Option<AfsDecision>,
+    /// 0-based group index, number of groups, and the group's frames (story positions).
+    group: usize,
+    groups: usize,
+    frames: std::ops::Range<usize>,
+}
+
+impl AsemFrameNote {
+    /// The "ASemConsist (...)" label with the group added when the story was split.
+    fn label(&self, used: &str) -> String {
+        if self.groups <= 1 {
+            return used.to_string();
+        }
+        let group = format!(
+            "group {} of {}, frames {}-{}",
+            self.group + 1,
+            self.groups,
+            self.frames.start + 1,
+            self.frames.end
+        );
+        match used.strip_suffix(')') {
+            Some(open) => format!("{open}, {group})"),
+            None => format!("{used} ({group})"),
+        }
+    }
+}
+
+/// ASemConsist (alone or with CharaConsist) over a story in groups whose combined prompt fits
+/// the text encoder; the results come back in job order, every job with its group's note.
+#[allow(clippy::too_many_arguments)]
+fn asem_story(
+    model: &mut LoadedModel,
+    story: &StoryContext,
+    all: &[FrameJob],
+    jobs: &[FrameJob],
+    indices: &[usize],
+    params: &StoryParams,
+    methods: &MethodSettings,
+    regenerate: bool,
+    cancel: &AtomicBool,
+    progress: &mut Progress<'_>,
+) -> anyhow::Result<Option<Outcome>> {
+    let pairs: Vec<(String, String)> = all
+        .iter()
+        .map(|f| (f.background.trim().to_string(), f.action.trim().to_string()))
+        .collect();
+    let character = character_text(story);
+    let groups = asemconsist::story::encode_groups(model.encoder.as_mut(), &character, &pairs)
+        .context("encoding the combined prompt")?;
+    let mut parts: Vec<(Vec<usize>, Outcome)> = Vec::new();
+    for (g, group) in groups.iter().enumerate() {
+        // The jobs in this group, by their position among the jobs.
+        let members: Vec<usize> = (0..jobs.len())
+            .filter(|&j| group.frames.contains(&indices[j]))
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        let group_jobs: Vec<FrameJob> = members.iter().map(|&j| jobs[j].clone()).collect();
+        let local: Vec<usize> = members
+            .iter()
+            .map(|&j| indices[j] - group.frames.start)
+            .collect();
+        let Some(outcome) = asem_group(
+            model,
+            story,
+            all,
+            AsemGroupInput {
+                pairs: &pairs[group.frames.clone()],
+                seeds: &all[group.frames.clone()]
+                    .iter()
+                    .map(|f| f.seed)
+                    .collect::<Vec<_>>(),
+                prompt: &group.prompt,
+                jobs: &group_jobs,
+                local_indices: &local,
+            },
+            params,
+            methods,
+            regenerate,
+            cancel,
+            progress,
+        )?
+        else {
+            return Ok(None);
+        };
+        let note = AsemFrameNote {
+            afs: outcome.afs,
+            group: g,
+            groups: groups.len(),
+            frames: group.frames.clone(),
+        };
+        let mut outcome = outcome;
+        outcome.asem_frames = vec![note; members.len()];
+        parts.push((members, outcome));
+    }
+    Ok(Some(merge_outcomes(jobs.len(), parts)))
+}
+
+/// One ASemConsist group's frames and combined prompt.
+struct AsemGroupInput<'a> {
+    /// (background, action) of every frame of the group, and their seeds.
+    pairs: &'a [(String, String)],
+    seeds: &'a [u64],
+    prompt: &'a asemconsist::story::AsemPrompt,
+    /// The jobs to render from this group and their positions in it.
+    jobs: &'a [FrameJob],
+    local_indices: &'a [usize],
+}
+
+#[allow(clippy::too_many_arguments)]
+fn asem_group(
+    model: &mut LoadedModel,
+    story: &StoryContext,
+    all: &[FrameJob],
+    group: AsemGroupInput<'_>,
+    params: &StoryParams,
+    methods: &MethodSettings,
+    regenerate: bool,
+    cancel: &AtomicBool,
+    progress: &mut Progress<'_>,
+) -> anyhow::Result<Option<Outcome>> {
+    let character = character_text(story);
+    let prompt = group.prompt;
+    let prepared = asemconsist::story::prepare(
+        &model.pipeline,
+        model.encoder.as_mut(),
+        prompt,
+        &character,
+        group.pairs,
+        story.identity_seed,
+        group.seeds,
+        params.width,
+        params.height,
+        params.steps,
+        params.guidance,
+        &methods.asemconsist,
+        cancel,
+        |r| {
+            progress.step(None, r, None);
+            Ok(())
+        },
+    );
+    let (mut asem, decision) = match prepared {
+        Ok(p) => p,
+        Err(e) if e.is_cancelled() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let frame_inputs: Vec<FrameInput> = group
+        .jobs
+        .iter()
+        .zip(group.local_indices)
+        .map(|(job, &i)| {
+            let (bg, act) = prompt.frame_parts[i].clone();
+            FrameInput {
+                job: job.clone(),
+                conditioning: prompt.conditioning.clone(),
+                spans: combined_spans(&prompt.spans.identity, bg, act, prompt.conditioning.eos),
+            }
+        })
+        .collect();
+    // With CharaConsist, batch row 0 is its identity image, which ASemConsist leaves alone.
+    let frame_roles = group.local_indices.iter().map(|&i| SampleRole::Frame(i));
+    let roles = if methods.characonsist_enabled {
+        std::iter::once(SampleRole::Plain)
+            .chain(frame_roles)
+            .collect()
+    } else {
+        frame_roles.collect()
+    };
+    asem.set_roles(roles);
+    Ok(chara_story(
+        model,
+        story,
+        all,
+        &frame_inputs,
+        params,
+        methods,
+        regenerate,
+        cancel,
+        &mut asem,
+        progress,
+    )?
+    .map(|o| o.with_afs(decision)))
+}
+
+/// The groups' outcomes put back in job order (`parts` holds each group's job positions).
+/// The identity, bank strategy and story-wide decision come from the first group.
+fn merge_outcomes(num_jobs: usize, parts: Vec<(Vec<usize>, Outcome)>) -> Outcome {
+    let mut images: Vec<Option<RgbImage>> = vec![None; num_jobs];
+    let mut analyses = vec![None; num_jobs];
+    let mut notes: Vec<Option<AsemFrameNote>> = vec![None; num_jobs];
+    let mut first: Option<(
+        Option<(RgbImage, FrameAnalysis)>,
+        Option<AfsDecision>,
+        Option<BankStrategy>,
+    )> = None;
+    for (members, outcome) in parts {
+        first.get_or_insert((outcome.identity.clone(), outcome.afs, outcome.strategy));
+        for (k, &j) in members.iter().enumerate() {
+            images[j] = outcome.images.get(k).cloned();
+            analyses[j] = outcome.analyses.get(k).cloned().flatten();
+            notes[j] = outcome.asem_frames.get(k).cloned();
+        }
+    }
+    let (identity, afs, strategy) = first.unwrap_or((None, None, None));
+    Outcome {
+        images: images.into_iter().flatten().collect(),
+        analyses,
+        identity,
+        afs,
+        strategy,
+        asem_frames: notes.into_iter().flatten().collect(),
     }
 }
 
@@ -529,6 +709,8 @@ fn plain_batch(
         identity: None,
         afs: None,
         strategy: None,
+
+        asem_frames: Vec::new(),
     }))
 }
 
@@ -678,6 +860,8 @@ fn chara_story(
             identity: Some(identity),
             afs: None,
             strategy: Some(BankStrategy::Stored { dtype }),
+
+            asem_frames: Vec::new(),
         }));
     }
 
@@ -759,6 +943,8 @@ fn chara_story(
         identity: Some(identity_report(&id_image, id_mask)),
         afs: None,
         strategy: Some(strategy),
+
+        asem_frames: Vec::new(),
     }))
 }
 

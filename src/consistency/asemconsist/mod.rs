@@ -36,8 +36,9 @@ pub use schedule::{FLUX1_DEPTH, ModelDepth, StepIndexing, StepWindow, scale_bloc
 pub use settings::{AsemPreset, AsemSettings, PromptLayout, SeparatorTokens};
 pub use stm::{ScaleParams, Selection, StmSettings, selective_expression, selective_suppression};
 pub use story::{
-    AsemFrames, AsemPrompt, CombinedPromptError, asem_spans, combined_segments, encode_combined,
-    encode_combined_with, frame_roles, measure_ambiguity, prepare, render_frames,
+    AsemFrames, AsemPrompt, CombinedPromptError, PromptGroup, asem_spans, combined_segments,
+    encode_combined, encode_combined_with, encode_groups, frame_roles, measure_ambiguity, prepare,
+    render_frames,
 };
 
 /// Errors of the ASemConsist math.

@@ -44,7 +44,7 @@ pub enum CombinedPromptError {
     /// The combined prompt is longer than the encoder's token budget. `frames` are 0-based
     /// indices of the frames whose text was cut (fully or partly).
     #[error(
-        "the combined prompt of the story does not fit the text encoder's {max_len} tokens: {}; shorten the prompts or split the story",
+        "the combined prompt does not fit the text encoder's {max_len} tokens: {}; shorten the prompts",
         describe_cut(*identity_cut, frames)
     )]
     Truncated {
@@ -135,6 +135,74 @@ pub fn encode_combined_with(
         spans,
         frame_parts,
     })
+}
+
+/// Consecutive frames of a story (indices into its frames) whose combined prompt
+/// `[identity, bg_i, act_i, ..]` fits the text encoder, with that prompt encoded.
+#[derive(Debug, Clone)]
+pub struct PromptGroup {
+    pub frames: Range<usize>,
+    pub prompt: AsemPrompt,
+}
+
+/// Encodes a story's combined prompt, split into groups of consecutive frames where the whole
+/// story does not fit the text encoder's window (real storyboards have 20-100 frames): every
+/// group repeats the identity text and takes, in story order, as many whole frames as fit. A
+/// story that fits is one group. Fails, naming the frame, only when the identity alone or the
+/// identity with a single frame does not fit.
+pub fn encode_groups(
+    encoder: &mut dyn PromptEncoder,
+    identity: &str,
+    frames: &[(String, String)],
+) -> Result<Vec<PromptGroup>, CombinedPromptError> {
+    let groups = group_greedily(frames.len(), |range| {
+        encode_combined(encoder, identity, &frames[range])
+    })?;
+    Ok(groups
+        .into_iter()
+        .map(|(frames, prompt)| PromptGroup { frames, prompt })
+        .collect())
+}
+
+/// The greedy split behind [`encode_groups`], over any encoding that reports the frames it
+/// had to cut (indices relative to the range it was given).
+fn group_greedily<P>(
+    num_frames: usize,
+    mut encode: impl FnMut(Range<usize>) -> Result<P, CombinedPromptError>,
+) -> Result<Vec<(Range<usize>, P)>, CombinedPromptError> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    loop {
+        let rest = start..num_frames;
+        match encode(rest.clone()) {
+            Ok(prompt) => {
+                groups.push((rest, prompt));
+                return Ok(groups);
+            }
+            Err(CombinedPromptError::Truncated {
+                identity_cut: false,
+                frames,
+                ..
+            }) if frames.first().is_some_and(|&first| first > 0) => {
+                // The frames before the first cut one fit whole: they are this group.
+                let end = start + frames[0];
+                groups.push((start..end, encode(start..end)?));
+                start = end;
+            }
+            Err(CombinedPromptError::Truncated {
+                max_len,
+                identity_cut,
+                frames,
+            }) => {
+                return Err(CombinedPromptError::Truncated {
+                    max_len,
+                    identity_cut,
+                    frames: frames.into_iter().map(|f| f + start).collect(),
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn check_segment_count(
@@ -601,6 +669,69 @@ mod tests {
         assert_eq!(spans.identity, 0..2);
         assert_eq!(spans.frames, vec![2..2, 2..4]);
         assert!(asem_spans(&c, 1, layout).is_err());
+    }
+
+    /// A fake encoding: the identity takes `identity` tokens, frame `i` `widths[i]`, the
+    /// budget is `budget`; frames that do not fit whole are reported cut, as the encoder does.
+    fn fake_encode(
+        identity: usize,
+        widths: &[usize],
+        budget: usize,
+    ) -> impl FnMut(Range<usize>) -> Result<Range<usize>, CombinedPromptError> + '_ {
+        move |range: Range<usize>| {
+            let mut used = identity;
+            let mut cut = Vec::new();
+            for (k, i) in range.clone().enumerate() {
+                used += widths[i];
+                if used > budget {
+                    cut.push(k);
+                }
+            }
+            if identity > budget || !cut.is_empty() {
+                return Err(CombinedPromptError::Truncated {
+                    max_len: budget,
+                    identity_cut: identity > budget,
+                    frames: cut,
+                });
+            }
+            Ok(range)
+        }
+    }
+
+    #[test]
+    fn long_stories_split_into_groups_that_fit() {
+        // Identity 2 + frames of 3: a budget of 9 holds two frames per group.
+        let groups = group_greedily(5, fake_encode(2, &[3, 3, 3, 3, 3], 9)).unwrap();
+        let ranges: Vec<Range<usize>> = groups.iter().map(|(r, _)| r.clone()).collect();
+        assert_eq!(ranges, vec![0..2, 2..4, 4..5]);
+        // What was encoded for each group is exactly that group.
+        assert!(groups.iter().all(|(r, encoded)| r == encoded));
+        // Uneven widths: 2+4+3 = 9 fits, then 2+5 = 7, then 2+1+1+1 = 5.
+        let groups = group_greedily(6, fake_encode(2, &[4, 3, 5, 1, 1, 1], 9)).unwrap();
+        let ranges: Vec<Range<usize>> = groups.iter().map(|(r, _)| r.clone()).collect();
+        assert_eq!(ranges, vec![0..2, 2..3, 3..6]);
+        // A story that fits is one group.
+        let groups = group_greedily(2, fake_encode(2, &[3, 3], 9)).unwrap();
+        assert_eq!(groups.len(), 1);
+    }
+
+    #[test]
+    fn a_frame_that_cannot_fit_alone_is_named_in_story_numbering() {
+        // Frame 3 (index 2) needs 8 tokens next to the identity's 2: more than 9.
+        let err = group_greedily(3, fake_encode(2, &[3, 3, 8], 9)).unwrap_err();
+        match err {
+            CombinedPromptError::Truncated {
+                identity_cut,
+                frames,
+                ..
+            } => {
+                assert!(!identity_cut);
+                assert_eq!(frames, vec![2]);
+            }
+            other => panic!("unexpected {other}"),
+        }
+        let err = group_greedily(1, fake_encode(12, &[1], 9)).unwrap_err();
+        assert!(err.to_string().contains("character prompt"));
     }
 
     #[test]

@@ -52,6 +52,47 @@ pub struct Measurement {
     pub position: Option<Position>,
 }
 
+/// A token of the model's grid is the character's where at least this share of its pixels
+/// are subject pixels (the consistency figures' ground truth for masks and matches).
+pub const SUBJECT_TOKEN_SHARE: f32 = 0.3;
+
+impl Measurement {
+    /// The subject on a `rows x cols` token grid, row-major: a token counts where at least
+    /// [`SUBJECT_TOKEN_SHARE`] of the pixels it covers are subject pixels.
+    pub fn subject_tokens(&self, rows: usize, cols: usize) -> Vec<bool> {
+        let (w, h) = (
+            self.subject.width() as usize,
+            self.subject.height() as usize,
+        );
+        let span = |i: usize, n: usize, size: usize| (i * size / n)..((i + 1) * size / n);
+        let mut tokens = Vec::with_capacity(rows * cols);
+        for r in 0..rows {
+            for c in 0..cols {
+                let (ys, xs) = (span(r, rows, h), span(c, cols, w));
+                let total = ys.len() * xs.len();
+                let on = ys
+                    .clone()
+                    .flat_map(|y| xs.clone().map(move |x| (x, y)))
+                    .filter(|&(x, y)| self.subject.get_pixel(x as u32, y as u32).0[0] > 0)
+                    .count();
+                tokens.push(total > 0 && on as f32 >= SUBJECT_TOKEN_SHARE * total as f32);
+            }
+        }
+        tokens
+    }
+}
+
+/// Intersection over union of two token masks of the same grid; two empty masks agree (1).
+pub fn token_iou(a: &[bool], b: &[bool]) -> f32 {
+    let inter = a.iter().zip(b).filter(|(x, y)| **x && **y).count();
+    let union = a.iter().zip(b).filter(|(x, y)| **x || **y).count();
+    if union == 0 {
+        1.0
+    } else {
+        inter as f32 / union as f32
+    }
+}
+
 /// Which measured attributes match the generating attributes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckReport {
@@ -616,6 +657,43 @@ mod tests {
         assert_eq!(count(&dilate(&mask)), 25);
         assert_eq!(count(&erode(&mask)), 1);
         assert_eq!(count(&invert(&mask)), 40);
+    }
+
+    #[test]
+    fn subject_tokens_count_tokens_at_least_30_percent_covered() {
+        // 8x4 pixels, 2x2 tokens of 4x2 pixels (8 each): token 0 has 3 subject pixels
+        // (37.5 %), token 1 has 2 (25 %), token 3 all 8, token 2 none.
+        let mut subject = GrayImage::new(8, 4);
+        for (x, y) in [(0, 0), (1, 0), (2, 1), (4, 0), (5, 1)] {
+            subject.put_pixel(x, y, Luma([255]));
+        }
+        for y in 2..4 {
+            for x in 4..8 {
+                subject.put_pixel(x, y, Luma([255]));
+            }
+        }
+        let m = Measurement {
+            scene: Scene::Beach,
+            scene_distance: 0.0,
+            subject,
+            subject_fraction: 0.0,
+            colour: None,
+            accessory_colour: None,
+            pattern: None,
+            centroid: None,
+            position: None,
+        };
+        assert_eq!(m.subject_tokens(2, 2), vec![true, false, false, true]);
+    }
+
+    #[test]
+    fn token_iou_hand_checked() {
+        let a = [true, true, false, false];
+        let b = [false, true, true, false];
+        // One token in both, three in either.
+        assert!((token_iou(&a, &b) - 1.0 / 3.0).abs() < 1e-6);
+        assert_eq!(token_iou(&[false; 4], &[false; 4]), 1.0);
+        assert_eq!(token_iou(&a, &a), 1.0);
     }
 
     #[test]
