@@ -29,14 +29,14 @@ use candle_core::Device;
 use clap::Parser;
 use storyloom::consistency::MethodSettings;
 use storyloom::consistency::characonsist::BackgroundMode;
-use storyloom::consistency::characonsist::FrameAnalysis;
 use storyloom::consistency::metrics::seam_contrast;
+use storyloom::engine::measure::tally_story;
 use storyloom::engine::render::{LoadedModel, render_frame};
 use storyloom::engine::story::render_with_methods;
 use storyloom::engine::{Event, FrameJob, RenderSettings, StoryContext};
 use storyloom::model::builtin::caption::read_character;
 use storyloom::model::builtin::checker::{
-    Checker, Measurement, identity_agreement, pairwise_agreement, token_iou,
+    Checker, GroundingTally, Measurement, colour_agreement, pairwise_agreement,
 };
 use storyloom::model::builtin::model::{BuiltinModel, DEFAULT_STEPS, IMAGE_SIZE, default_dir};
 use storyloom::model::builtin::{World, WorldConfig};
@@ -183,7 +183,7 @@ fn main() -> anyhow::Result<()> {
         let mut colour = Vec::new();
         let mut sharing = 0usize;
         let mut images = Vec::new();
-        let mut grounding = Grounding::default();
+        let mut grounding = GroundingTally::default();
         let mut seams = Vec::new();
         let started = Instant::now();
         for s in &stories {
@@ -208,11 +208,7 @@ fn main() -> anyhow::Result<()> {
                     .any(|r| r.analysis.afs.is_some_and(|d| d.use_sharing))
                     as usize;
                 if let Some(identity) = &identity {
-                    let analyses: Vec<(&image::RgbImage, &FrameAnalysis)> = results
-                        .iter()
-                        .filter_map(|r| Some((&r.image, r.analysis.characonsist.as_ref()?)))
-                        .collect();
-                    grounding.add_story(&checker, identity, &analyses);
+                    tally_story(&mut grounding, &checker, identity, &results);
                 }
                 results.into_iter().map(|r| r.image).collect::<Vec<_>>()
             } else {
@@ -248,8 +244,16 @@ fn main() -> anyhow::Result<()> {
                 String::new()
             }
         );
-        if let Some(line) = grounding.summary() {
-            println!("{:<13} {line}", "");
+        if !grounding.ious.is_empty() {
+            println!(
+                "{:<13} masks: IoU with the character {:.2} (mean of {} identity and frame masks)  matches on the character at both ends: {:.1}% of {}  frames in the identity's colour {:.1}%",
+                "",
+                grounding.mean_iou(),
+                grounding.ious.len(),
+                100.0 * grounding.matches_on_character_share(),
+                grounding.matches,
+                100.0 * grounding.identity_colour_share(),
+            );
         }
         if let Some(folder) = &args.sheets {
             std::fs::create_dir_all(folder)?;
@@ -261,80 +265,6 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Whether CharaConsist's masks and matches sit on the character the checker finds.
-#[derive(Default)]
-struct Grounding {
-    /// IoU of every mask (identities and frames) with its image's subject tokens.
-    ious: Vec<f32>,
-    matches: usize,
-    matches_on_character: usize,
-    frames: usize,
-    /// Frames whose character has the identity image's colour.
-    frames_in_identity_colour: usize,
-}
-
-impl Grounding {
-    fn add_story(
-        &mut self,
-        checker: &Checker,
-        identity: &image::RgbImage,
-        frames: &[(&image::RgbImage, &FrameAnalysis)],
-    ) {
-        let Some((_, first)) = frames.first() else {
-            return;
-        };
-        let grid = &first.identity_mask;
-        let identity = checker.measure(identity);
-        let identity_truth = identity.subject_tokens(grid.rows, grid.cols);
-        self.ious.push(token_iou(&grid.fg, &identity_truth));
-        for (image, analysis) in frames {
-            let mask = &analysis.frame_mask;
-            let measured = checker.measure(image);
-            self.frames += 1;
-            self.frames_in_identity_colour +=
-                (identity_agreement(&identity, &measured).colour == Some(true)) as usize;
-            let truth = measured.subject_tokens(mask.rows, mask.cols);
-            self.ious.push(token_iou(&mask.fg, &truth));
-            for m in &analysis.matches {
-                self.matches += 1;
-                self.matches_on_character += (truth[m.frame_token as usize]
-                    && identity_truth[m.identity_token as usize])
-                    as usize;
-            }
-        }
-    }
-
-    fn summary(&self) -> Option<String> {
-        if self.ious.is_empty() {
-            return None;
-        }
-        Some(format!(
-            "masks: IoU with the character {:.2} (mean of {} identity and frame masks)  matches on the character at both ends: {:.1}% of {}  frames in the identity's colour {:.1}%",
-            self.ious.iter().sum::<f32>() / self.ious.len() as f32,
-            self.ious.len(),
-            100.0 * self.matches_on_character as f32 / self.matches.max(1) as f32,
-            self.matches,
-            100.0 * self.frames_in_identity_colour as f32 / self.frames.max(1) as f32,
-        ))
-    }
-}
-
-/// Fraction of frame pairs whose character colours were measured and agree.
-fn colour_agreement(m: &[Measurement]) -> f32 {
-    let (mut pairs, mut agree) = (0usize, 0usize);
-    for i in 0..m.len() {
-        for j in i + 1..m.len() {
-            pairs += 1;
-            agree += (identity_agreement(&m[i], &m[j]).colour == Some(true)) as usize;
-        }
-    }
-    if pairs == 0 {
-        1.0
-    } else {
-        agree as f32 / pairs as f32
-    }
 }
 
 /// One row of six frames per story.

@@ -232,8 +232,12 @@ fn methods_section(ui: &mut Ui, state: &mut AppState) {
         .selection
         .focus
         .and_then(|id| state.renders.active(id))
-        .and_then(|v| v.analysis.afs);
-    let dragging = methods_ui(ui, &mut m, measured);
+        .map(|v| AsemMeasured {
+            afs: v.analysis.afs,
+            group: asem_group(&v.record.methods),
+        })
+        .unwrap_or_default();
+    let dragging = methods_ui(ui, &mut m, &measured);
     if m != before {
         let key = if dragging {
             EditKey::Field(0, "methods")
@@ -244,8 +248,27 @@ fn methods_section(ui: &mut Ui, state: &mut AppState) {
     }
 }
 
+/// What the focused frame's last render found out about ASemConsist.
+#[derive(Debug, Clone, Default)]
+pub struct AsemMeasured {
+    pub afs: Option<afs::AfsDecision>,
+    /// "group k of n, frames a-b" when the story was split for the text encoder.
+    pub group: Option<String>,
+}
+
+/// The group part of a frame's "ASemConsist (…, group k of n, frames a-b)" label.
+fn asem_group(methods_used: &[String]) -> Option<String> {
+    let label = methods_used.iter().find(|m| m.starts_with("ASemConsist"))?;
+    let start = label.find("group ")?;
+    Some(label[start..].trim_end_matches(')').to_string())
+}
+
+const GROUP_HELP: &str = "ASemConsist encodes the character and every frame's prompts as one \
+combined prompt. A story longer than the text encoder's window is rendered in groups of \
+consecutive frames that fit, each with the character text; this is the focused frame's group.";
+
 /// All method sections; returns true while a value is being dragged or typed.
-pub fn methods_ui(ui: &mut Ui, m: &mut MethodSettings, measured: Option<afs::AfsDecision>) -> bool {
+pub fn methods_ui(ui: &mut Ui, m: &mut MethodSettings, measured: &AsemMeasured) -> bool {
     let mut dragging = false;
     ui.checkbox(&mut m.characonsist_enabled, "CharaConsist")
         .on_hover_text(
@@ -372,7 +395,7 @@ fn help<'a>(pairs: &'a [(&'a str, &'a str)], key: &str) -> &'a str {
     pairs.iter().find(|(k, _)| *k == key).map_or("", |(_, h)| h)
 }
 
-fn asemconsist_ui(ui: &mut Ui, a: &mut AsemSettings, measured: Option<afs::AfsDecision>) -> bool {
+fn asemconsist_ui(ui: &mut Ui, a: &mut AsemSettings, measured: &AsemMeasured) -> bool {
     let mut dragging = false;
     let preset = AsemPreset::matching(a);
     egui::ComboBox::from_label("Preset")
@@ -403,7 +426,7 @@ fn asemconsist_ui(ui: &mut Ui, a: &mut AsemSettings, measured: Option<afs::AfsDe
                 .on_hover_text(afs::MODE_HELP);
         }
     });
-    match measured {
+    match measured.afs {
         Some(d) => {
             let radius = d
                 .radius
@@ -419,6 +442,13 @@ fn asemconsist_ui(ui: &mut Ui, a: &mut AsemSettings, measured: Option<afs::AfsDe
             ui.weak("Measured radius: generate a frame to measure it")
                 .on_hover_text(afs::THRESHOLD_HELP);
         }
+    }
+    if let Some(group) = &measured.group {
+        ui.label(format!("Combined prompt: {group}"))
+            .on_hover_text(GROUP_HELP);
+    } else if measured.afs.is_some() {
+        ui.weak("Combined prompt: the whole story")
+            .on_hover_text(GROUP_HELP);
     }
     egui::CollapsingHeader::new("Advanced")
         .id_salt("asem_advanced")
@@ -483,4 +513,23 @@ fn asemconsist_ui(ui: &mut Ui, a: &mut AsemSettings, measured: Option<afs::AfsDe
             ui.weak(AsemSettings::step_indexing_help());
         });
     dragging
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_asem_group_is_read_from_the_frame_label() {
+        let used = vec![
+            "CharaConsist (switch background)".to_string(),
+            "ASemConsist (AFS on, radius 0.8799, group 2 of 3, frames 7-12)".to_string(),
+        ];
+        assert_eq!(
+            asem_group(&used).as_deref(),
+            Some("group 2 of 3, frames 7-12")
+        );
+        assert_eq!(asem_group(&["ASemConsist (AFS on)".to_string()]), None);
+        assert_eq!(asem_group(&[]), None);
+    }
 }

@@ -93,6 +93,94 @@ pub fn token_iou(a: &[bool], b: &[bool]) -> f32 {
     }
 }
 
+/// A consistency method's foreground mask of one image, row-major on a `rows x cols` grid.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenMaskView<'a> {
+    pub rows: usize,
+    pub cols: usize,
+    pub fg: &'a [bool],
+}
+
+/// One frame as a method saw it: the image, its mask and its point matches
+/// (frame token, identity token).
+#[derive(Debug, Clone, Copy)]
+pub struct FrameView<'a> {
+    pub image: &'a RgbImage,
+    pub mask: TokenMaskView<'a>,
+    pub matches: &'a [(u32, u32)],
+}
+
+/// Whether a method's masks and point matches sit on the character the checker finds, and
+/// whether the frames took the identity's colour, tallied over stories.
+#[derive(Debug, Clone, Default)]
+pub struct GroundingTally {
+    /// IoU of every mask (identities and frames) with its image's subject tokens.
+    pub ious: Vec<f32>,
+    pub matches: usize,
+    /// Matches whose frame token and identity token both lie on the character.
+    pub matches_on_character: usize,
+    pub frames: usize,
+    /// Frames whose character has the identity image's colour.
+    pub frames_in_identity_colour: usize,
+}
+
+impl GroundingTally {
+    pub fn add_story(
+        &mut self,
+        checker: &Checker,
+        identity: &RgbImage,
+        identity_mask: TokenMaskView<'_>,
+        frames: &[FrameView<'_>],
+    ) {
+        let identity = checker.measure(identity);
+        let identity_truth = identity.subject_tokens(identity_mask.rows, identity_mask.cols);
+        self.ious.push(token_iou(identity_mask.fg, &identity_truth));
+        for frame in frames {
+            let measured = checker.measure(frame.image);
+            self.frames += 1;
+            self.frames_in_identity_colour +=
+                (identity_agreement(&identity, &measured).colour == Some(true)) as usize;
+            let truth = measured.subject_tokens(frame.mask.rows, frame.mask.cols);
+            self.ious.push(token_iou(frame.mask.fg, &truth));
+            for &(frame_token, identity_token) in frame.matches {
+                self.matches += 1;
+                let on = |t: &[bool], i: u32| t.get(i as usize).copied().unwrap_or(false);
+                self.matches_on_character +=
+                    (on(&truth, frame_token) && on(&identity_truth, identity_token)) as usize;
+            }
+        }
+    }
+
+    pub fn mean_iou(&self) -> f32 {
+        self.ious.iter().sum::<f32>() / self.ious.len().max(1) as f32
+    }
+
+    pub fn matches_on_character_share(&self) -> f32 {
+        self.matches_on_character as f32 / self.matches.max(1) as f32
+    }
+
+    pub fn identity_colour_share(&self) -> f32 {
+        self.frames_in_identity_colour as f32 / self.frames.max(1) as f32
+    }
+}
+
+/// Fraction of pairs of measurements whose character colours were measured and agree (1 for
+/// fewer than two).
+pub fn colour_agreement(m: &[Measurement]) -> f32 {
+    let (mut pairs, mut agree) = (0usize, 0usize);
+    for i in 0..m.len() {
+        for j in i + 1..m.len() {
+            pairs += 1;
+            agree += (identity_agreement(&m[i], &m[j]).colour == Some(true)) as usize;
+        }
+    }
+    if pairs == 0 {
+        1.0
+    } else {
+        agree as f32 / pairs as f32
+    }
+}
+
 /// Which measured attributes match the generating attributes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckReport {
