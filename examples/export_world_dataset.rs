@@ -10,10 +10,7 @@
 //!   coverage of every pixel (0..=255), which the grounding loss of the training script reads;
 //! - `captions.jsonl`: one JSON object per sample, in the same order: seed, the joined caption,
 //!   its three parts, whether the character is under-specified, and the generating attributes;
-//! - `tokenizer.json`: the world's word-level tokenizer, as shipped in `assets/builtin/`;
-//! - with `--pairs`, also `partners.safetensors` (`images`, `masks`, same layout) and
-//!   `partners.jsonl`: for every sample the same character in another scene and action with
-//!   an under-specified caption (`World::partner`), for the training script's paired stage.
+//! - `tokenizer.json`: the world's word-level tokenizer, as shipped in `assets/builtin/`.
 
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};
@@ -22,7 +19,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use candle_core::{Device, Tensor};
 use clap::Parser;
-use storyloom::model::builtin::{Sample, World, WorldConfig, vocab};
+use storyloom::model::builtin::{World, WorldConfig, vocab};
 use storyloom::model::codec::{PixelCodec, rgb_to_tensor};
 use storyloom::model::sampler::pack_latents;
 
@@ -37,9 +34,6 @@ struct Args {
     /// Output folder (created if missing).
     #[arg(long)]
     out: PathBuf,
-    /// Also write a partner picture of every sample's character (see the module doc).
-    #[arg(long)]
-    pairs: bool,
 }
 
 /// Space-to-depth factor of the built-in model's pixel codec.
@@ -65,21 +59,26 @@ fn main() -> anyhow::Result<()> {
     );
     let mut pixels: Vec<u8> = Vec::with_capacity(args.count as usize * size * size * 3);
     let mut masks: Vec<u8> = Vec::with_capacity(args.count as usize * size * size);
-    let mut partners = args.pairs.then(|| Partners::new(&args.out)).transpose()?;
     let mut packed = Vec::new();
     for i in 0..args.count {
         let seed = args.first_seed + i;
         let sample = world.sample(seed);
         pixels.extend_from_slice(sample.image.as_raw());
         masks.extend_from_slice(sample.mask.as_raw());
-        if let Some(partners) = partners.as_mut() {
-            partners.add(&world.partner(&sample))?;
-        }
         if packed.len() < 2 {
             let x = rgb_to_tensor(&sample.image, &Device::Cpu)?;
             packed.push(pack_latents(&codec.space_to_depth(&x)?)?);
         }
-        writeln!(captions, "{}", record(&sample))?;
+        let record = serde_json::json!({
+            "seed": seed,
+            "caption": sample.caption.joined(),
+            "background": sample.caption.background,
+            "character": sample.caption.character,
+            "action": sample.caption.action,
+            "under_specified": sample.caption.under_specified,
+            "attributes": sample.attrs,
+        });
+        writeln!(captions, "{record}")?;
         if (i + 1) % 5000 == 0 {
             eprintln!("{} / {}", i + 1, args.count);
         }
@@ -87,10 +86,11 @@ fn main() -> anyhow::Result<()> {
     captions.flush()?;
 
     let n = args.count as usize;
-    let mut tensors = images_and_masks(pixels, masks, size)?;
-    if let Some(partners) = partners {
-        partners.finish(&args.out, size)?;
-    }
+    let images = Tensor::from_vec(pixels, (n, size, size, 3), &Device::Cpu)?;
+    let mut tensors = HashMap::new();
+    tensors.insert("images".to_string(), images);
+    let masks = Tensor::from_vec(masks, (n, size, size), &Device::Cpu)?;
+    tensors.insert("masks".to_string(), masks);
     if !packed.is_empty() {
         tensors.insert("packed_check".to_string(), Tensor::cat(&packed, 0)?);
     }
@@ -103,70 +103,4 @@ fn main() -> anyhow::Result<()> {
         captions_path.display()
     );
     Ok(())
-}
-
-fn record(sample: &Sample) -> serde_json::Value {
-    serde_json::json!({
-        "seed": sample.seed,
-        "caption": sample.caption.joined(),
-        "background": sample.caption.background,
-        "character": sample.caption.character,
-        "action": sample.caption.action,
-        "under_specified": sample.caption.under_specified,
-        "attributes": sample.attrs,
-    })
-}
-
-/// `images` u8 `[N, size, size, 3]` and `masks` u8 `[N, size, size]`.
-fn images_and_masks(
-    pixels: Vec<u8>,
-    masks: Vec<u8>,
-    size: usize,
-) -> anyhow::Result<HashMap<String, Tensor>> {
-    let n = masks.len() / (size * size);
-    let mut tensors = HashMap::new();
-    tensors.insert(
-        "images".to_string(),
-        Tensor::from_vec(pixels, (n, size, size, 3), &Device::Cpu)?,
-    );
-    tensors.insert(
-        "masks".to_string(),
-        Tensor::from_vec(masks, (n, size, size), &Device::Cpu)?,
-    );
-    Ok(tensors)
-}
-
-/// The partner pictures, written next to the samples.
-struct Partners {
-    captions: BufWriter<std::fs::File>,
-    pixels: Vec<u8>,
-    masks: Vec<u8>,
-}
-
-impl Partners {
-    fn new(out: &std::path::Path) -> anyhow::Result<Self> {
-        let path = out.join("partners.jsonl");
-        Ok(Self {
-            captions: BufWriter::new(
-                std::fs::File::create(&path)
-                    .with_context(|| format!("creating {}", path.display()))?,
-            ),
-            pixels: Vec::new(),
-            masks: Vec::new(),
-        })
-    }
-
-    fn add(&mut self, partner: &Sample) -> anyhow::Result<()> {
-        self.pixels.extend_from_slice(partner.image.as_raw());
-        self.masks.extend_from_slice(partner.mask.as_raw());
-        writeln!(self.captions, "{}", record(partner))?;
-        Ok(())
-    }
-
-    fn finish(mut self, out: &std::path::Path, size: usize) -> anyhow::Result<()> {
-        self.captions.flush()?;
-        let path = out.join("partners.safetensors");
-        candle_core::safetensors::save(&images_and_masks(self.pixels, self.masks, size)?, &path)
-            .with_context(|| format!("writing {}", path.display()))
-    }
 }

@@ -65,7 +65,6 @@ from grounding import (
     grounding_report,
     span_columns,
 )
-from pairs import forward_pairs, sharing_inputs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -242,34 +241,6 @@ def grounded_flow_loss(text_encoder, transformer, x0, ids, lengths, t, eps, img_
     return _flow_error(out, x0, x_t, t_b, eps, prediction, space), grounding_loss(queries_keys, *grounding)
 
 
-def paired_flow_loss(text_encoder, transformer, x0, ids, lengths, t, eps, img_ids, txt_ids, prediction, space, grounding, share):
-    """``grounded_flow_loss`` on a paired batch (``pairs.py``): rows ``n..2n`` are partners of
-    rows ``0..n`` and see their character in the shared single blocks."""
-    t_b = t[:, None, None]
-    x_t = (1.0 - t_b) * x0 + t_b * eps
-    hidden, pooled = encode_text(text_encoder, ids, lengths)
-    out, readouts = forward_pairs(transformer, x_t, t, hidden, pooled, img_ids, txt_ids, share)
-    return _flow_error(out, x0, x_t, t_b, eps, prediction, space), grounding_loss(readouts, *grounding)
-
-
-class Partners:
-    """The partner pictures of the data set (``export_world_dataset --pairs``), row for row."""
-
-    def __init__(self, data_dir, tokens):
-        data = load_file(os.path.join(data_dir, "partners.safetensors"))
-        self.images = data["images"]
-        self.truth = character_tokens(data["masks"])
-        with open(os.path.join(data_dir, "partners.jsonl")) as f:
-            records = [json.loads(line) for line in f]
-        encoded = [tokens.encode(r["caption"]) for r in records]
-        self.ids = torch.tensor([e[0] for e in encoded], dtype=torch.long)
-        self.lengths = torch.tensor([e[1] for e in encoded], dtype=torch.long)
-        self.background_lengths = torch.tensor(
-            [len(tokens.tokenizer.encode(r["background"], add_special_tokens=False).ids) for r in records],
-            dtype=torch.long,
-        )
-
-
 def save_models(out_dir, text_encoder, transformer, prediction):
     """Writes both folders next to each other, replacing earlier ones only once complete."""
     staging = os.path.join(out_dir, ".staging")
@@ -357,12 +328,6 @@ def main():
     parser.add_argument("--first-step", type=int, default=0, help="step number the --init weights were saved at (continues the log)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--pair-fraction",
-        type=float,
-        default=0.0,
-        help="share of steps trained on pairs of the same character (pairs.py; needs the data set exported with --pairs)",
-    )
-    parser.add_argument(
         "--grounding-weight",
         type=float,
         default=0.0,
@@ -418,23 +383,6 @@ def main():
     def grounding_inputs(idx):
         columns = span_columns(all_background_lengths[idx], all_lengths[idx], TEXT_LEN)
         return (all_truth[idx], *columns)
-
-    partners = None
-    if args.pair_fraction > 0:
-        if args.grounding_weight <= 0:
-            raise SystemExit("--pair-fraction trains with the grounding loss: give --grounding-weight")
-        partners = Partners(args.data, tokens)
-
-    def paired_batch(idx):
-        """x0, ids, lengths and grounding inputs of samples ``idx`` followed by their partners,
-        and the sharing inputs."""
-        truth_a, truth_b = all_truth[idx], partners.truth[idx]
-        x0 = torch.cat([images_to_tokens(images[idx]), images_to_tokens(partners.images[idx])])
-        ids = torch.cat([all_ids[idx], partners.ids[idx]])
-        lengths = torch.cat([all_lengths[idx], partners.lengths[idx]])
-        columns = span_columns(torch.cat([all_background_lengths[idx], partners.background_lengths[idx]]), lengths, TEXT_LEN)
-        grounding = (torch.cat([truth_a, truth_b]), *columns)
-        return x0, ids, lengths, grounding, sharing_inputs(transformer, truth_a, truth_b, TEXT_LEN)
     print(f"{len(captions)} samples, vocabulary {tokens.vocab_size}, longest caption {all_lengths.max().item()} tokens")
 
     n_train = images.shape[0] - args.held_out
@@ -516,7 +464,6 @@ def main():
     grounded = args.grounding_weight > 0
     loss_fn = grounded_flow_loss if grounded else flow_loss
     train_loss = loss_fn if args.no_compile else torch.compile(loss_fn)
-    pair_loss = paired_flow_loss if args.no_compile else torch.compile(paired_flow_loss)
 
     start = time.time()
     last_checkpoint = start
@@ -532,14 +479,7 @@ def main():
         lr = lr_at(step)
         for group in optimiser.param_groups:
             group["lr"] = lr
-        if partners is not None and torch.rand(1, generator=gen).item() < args.pair_fraction:
-            half = idx[: args.batch // 2]
-            x0, ids, lengths, grounding, share = paired_batch(half)
-            eps = torch.randn(x0.shape, generator=gen)
-            t = torch.cat([t[: len(half)], t[: len(half)]])
-            flow, ground = pair_loss(text_encoder, transformer, x0, ids, lengths, t, eps, img_ids, txt_ids, args.prediction, args.loss_space, grounding, share)
-            loss = flow + args.grounding_weight * ground
-        elif grounded:
+        if grounded:
             flow, ground = train_loss(text_encoder, transformer, x0, all_ids[idx], all_lengths[idx], t, eps, img_ids, txt_ids, args.prediction, args.loss_space, grounding_inputs(idx))
             loss = flow + args.grounding_weight * ground
         else:

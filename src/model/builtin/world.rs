@@ -346,9 +346,6 @@ pub struct Sample {
     pub caption: Caption,
 }
 
-/// ChaCha stream of [`World::partner`], apart from the samples' own.
-const PARTNER_STREAM: u64 = 1;
-
 #[derive(Debug, Clone)]
 pub struct World {
     config: WorldConfig,
@@ -373,27 +370,6 @@ impl World {
         let (image, mask) = self.render(&attrs, render_seed);
         Sample {
             seed,
-            image,
-            mask,
-            attrs,
-            caption,
-        }
-    }
-
-    /// The same character as `sample` in a random scene and action, with an under-specified
-    /// caption (a second frame of a story whose looks only the first one states), drawn from
-    /// `sample.seed` on a stream of its own.
-    pub fn partner(&self, sample: &Sample) -> Sample {
-        let mut rng = ChaCha8Rng::seed_from_u64(sample.seed);
-        rng.set_stream(PARTNER_STREAM);
-        let attrs = Attributes {
-            character: sample.attrs.character,
-            ..Attributes::random(&mut rng)
-        };
-        let caption = caption_for(&attrs, true, &mut rng);
-        let (image, mask) = self.render(&attrs, rng.random::<u64>());
-        Sample {
-            seed: sample.seed,
             image,
             mask,
             attrs,
