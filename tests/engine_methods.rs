@@ -339,6 +339,23 @@ fn live_previews_follow_every_frame_of_a_method_story() {
     }
 }
 
+/// Renders `frames` of `story` with ASemConsist alone; every event until the engine is idle.
+fn generate_with_asem(
+    engine: &EngineHandle,
+    story: &StoryContext,
+    frames: &[FrameJob],
+) -> Vec<Event> {
+    engine.send(Job::Generate {
+        story: story.clone(),
+        frames: frames.to_vec(),
+        settings: settings(MethodSettings {
+            asemconsist_enabled: true,
+            ..MethodSettings::default()
+        }),
+    });
+    until(engine, |e| matches!(e, Event::Idle))
+}
+
 #[test]
 fn a_story_longer_than_the_text_window_renders_in_groups() {
     // The tiny encoder holds 31 words: the identity (4 words) and 8 frames of 6 words make
@@ -348,16 +365,7 @@ fn a_story_longer_than_the_text_window_renders_in_groups() {
     s.frames = (1..=8)
         .map(|i| frame(i, "on a sunny beach", "jumping high"))
         .collect();
-    let methods = MethodSettings {
-        asemconsist_enabled: true,
-        ..MethodSettings::default()
-    };
-    engine.send(Job::Generate {
-        story: s.clone(),
-        frames: s.frames.clone(),
-        settings: settings(methods),
-    });
-    let events = until(&engine, |e| matches!(e, Event::Idle));
+    let events = generate_with_asem(&engine, &s, &s.frames);
     assert!(errors(&events).is_empty(), "{:?}", errors(&events));
     let results = done(&events);
     assert_eq!(results.len(), 8);
@@ -372,15 +380,7 @@ fn a_story_longer_than_the_text_window_renders_in_groups() {
         assert!(label.ends_with(expected), "frame {}: {label}", r.frame_id);
     }
     // A frame of the second group rendered alone is rendered in its group, as in the story.
-    engine.send(Job::Generate {
-        story: s.clone(),
-        frames: vec![s.frames[5].clone()],
-        settings: settings(MethodSettings {
-            asemconsist_enabled: true,
-            ..MethodSettings::default()
-        }),
-    });
-    let events = until(&engine, |e| matches!(e, Event::Idle));
+    let events = generate_with_asem(&engine, &s, &s.frames[5..6]);
     assert!(errors(&events).is_empty(), "{:?}", errors(&events));
     let again = done(&events);
     assert_eq!(again.len(), 1);
@@ -395,15 +395,7 @@ fn a_frame_too_long_for_the_text_window_is_named() {
         frame(1, "on a beach", "jumping"),
         frame(2, &"far away ".repeat(20), "sitting"),
     ];
-    engine.send(Job::Generate {
-        story: s.clone(),
-        frames: s.frames.clone(),
-        settings: settings(MethodSettings {
-            asemconsist_enabled: true,
-            ..MethodSettings::default()
-        }),
-    });
-    let events = until(&engine, |e| matches!(e, Event::Idle));
+    let events = generate_with_asem(&engine, &s, &s.frames);
     let errors = errors(&events);
     assert!(!errors.is_empty());
     for e in &errors {

@@ -247,18 +247,15 @@ pub fn render_with_methods(
     };
 
     let outcome = if methods.asemconsist_enabled {
-        asem_story(
-            model,
+        let run = StoryRun {
             story,
             all,
-            jobs,
-            &indices,
-            &params,
+            params: &params,
             methods,
             regenerate,
             cancel,
-            &mut progress,
-        )?
+        };
+        asem_story(model, &run, jobs, &indices, &mut progress)?
     } else {
         let frame_inputs = jobs
             .iter()
@@ -472,21 +469,27 @@ impl AsemFrameNote {
     }
 }
 
+/// What every pass of one story render shares.
+struct StoryRun<'a> {
+    story: &'a StoryContext,
+    /// The whole story's frames (the methods read all of them).
+    all: &'a [FrameJob],
+    params: &'a StoryParams,
+    methods: &'a MethodSettings,
+    regenerate: bool,
+    cancel: &'a AtomicBool,
+}
+
 /// ASemConsist (alone or with CharaConsist) over a story in groups whose combined prompt fits
 /// the text encoder; the results come back in job order, every job with its group's note.
-#[allow(clippy::too_many_arguments)]
 fn asem_story(
     model: &mut LoadedModel,
-    story: &StoryContext,
-    all: &[FrameJob],
+    run: &StoryRun<'_>,
     jobs: &[FrameJob],
     indices: &[usize],
-    params: &StoryParams,
-    methods: &MethodSettings,
-    regenerate: bool,
-    cancel: &AtomicBool,
     progress: &mut Progress<'_>,
 ) -> anyhow::Result<Option<Outcome>> {
+    let (story, all) = (run.story, run.all);
     let pairs: Vec<(String, String)> = all
         .iter()
         .map(|f| (f.background.trim().to_string(), f.action.trim().to_string()))
@@ -510,8 +513,7 @@ fn asem_story(
             .collect();
         let Some(outcome) = asem_group(
             model,
-            story,
-            all,
+            run,
             AsemGroupInput {
                 pairs: &pairs[group.frames.clone()],
                 seeds: &all[group.frames.clone()]
@@ -522,10 +524,6 @@ fn asem_story(
                 jobs: &group_jobs,
                 local_indices: &local,
             },
-            params,
-            methods,
-            regenerate,
-            cancel,
             progress,
         )?
         else {
@@ -555,18 +553,13 @@ struct AsemGroupInput<'a> {
     local_indices: &'a [usize],
 }
 
-#[allow(clippy::too_many_arguments)]
 fn asem_group(
     model: &mut LoadedModel,
-    story: &StoryContext,
-    all: &[FrameJob],
+    run: &StoryRun<'_>,
     group: AsemGroupInput<'_>,
-    params: &StoryParams,
-    methods: &MethodSettings,
-    regenerate: bool,
-    cancel: &AtomicBool,
     progress: &mut Progress<'_>,
 ) -> anyhow::Result<Option<Outcome>> {
+    let (story, params, methods) = (run.story, run.params, run.methods);
     let character = character_text(story);
     let prompt = group.prompt;
     let prepared = asemconsist::story::prepare(
@@ -582,7 +575,7 @@ fn asem_group(
         params.steps,
         params.guidance,
         &methods.asemconsist,
-        cancel,
+        run.cancel,
         |r| {
             progress.step(None, r, None);
             Ok(())
@@ -619,12 +612,12 @@ fn asem_group(
     Ok(chara_story(
         model,
         story,
-        all,
+        run.all,
         &frame_inputs,
         params,
         methods,
-        regenerate,
-        cancel,
+        run.regenerate,
+        run.cancel,
         &mut asem,
         progress,
     )?
@@ -637,20 +630,17 @@ fn merge_outcomes(num_jobs: usize, parts: Vec<(Vec<usize>, Outcome)>) -> Outcome
     let mut images: Vec<Option<RgbImage>> = vec![None; num_jobs];
     let mut analyses = vec![None; num_jobs];
     let mut notes: Vec<Option<AsemFrameNote>> = vec![None; num_jobs];
-    let mut first: Option<(
-        Option<(RgbImage, FrameAnalysis)>,
-        Option<AfsDecision>,
-        Option<BankStrategy>,
-    )> = None;
+    let (identity, afs, strategy) = parts
+        .first()
+        .map(|(_, o)| (o.identity.clone(), o.afs, o.strategy))
+        .unwrap_or_default();
     for (members, outcome) in parts {
-        first.get_or_insert((outcome.identity.clone(), outcome.afs, outcome.strategy));
         for (k, &j) in members.iter().enumerate() {
             images[j] = outcome.images.get(k).cloned();
             analyses[j] = outcome.analyses.get(k).cloned().flatten();
             notes[j] = outcome.asem_frames.get(k).cloned();
         }
     }
-    let (identity, afs, strategy) = first.unwrap_or((None, None, None));
     Outcome {
         images: images.into_iter().flatten().collect(),
         analyses,
