@@ -293,8 +293,8 @@ pub fn render_with_methods(
         match outcome.asem_frames.get(i) {
             Some(note) => {
                 let mut used = methods_used(methods, note.afs, outcome.strategy);
-                if let Some(last) = used.last_mut() {
-                    *last = note.label(last);
+                if let Some(asem) = used.iter_mut().find(|u| u.starts_with("ASemConsist")) {
+                    *asem = note.label(asem);
                 }
                 (note.afs, used)
             }
@@ -325,8 +325,8 @@ pub fn render_with_methods(
     let seconds = started.elapsed().as_secs_f32() / jobs.len().max(1) as f32;
     let results = jobs
         .iter()
-        .zip(outcome.images.clone())
-        .zip(outcome.analyses.clone())
+        .zip(outcome.images)
+        .zip(outcome.analyses)
         .enumerate()
         .filter(|(_, ((job, _), _))| requested.contains(&job.frame_id))
         .map(|(i, ((job, image), chara))| {
