@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Trains Storyloom's built-in model on the procedural world.
 
-The shipped weights come from three runs of this script (``train_all.sh`` beside it runs the
-export and all three in one command). One run, after exporting the data set with the Rust
+The shipped weights come from four runs of this script (``train_all.sh`` beside it runs the
+export and all four in one command). One run, after exporting the data set with the Rust
 exporter:
 
     cargo run --release --locked --example export_world_dataset -- --count 30000 --out /tmp/world

@@ -44,17 +44,51 @@ impl LoadedModel {
     }
 }
 
-/// The device models run on: the first CUDA GPU when built with `cuda` and one is present.
-pub fn default_device() -> Device {
+/// Where models run, and, when a CUDA build runs on the CPU, why.
+#[derive(Debug, Clone)]
+pub struct DeviceChoice {
+    pub device: Device,
+    /// Said to the user (model description, log) when a CUDA build falls back to the CPU.
+    pub fallback: Option<String>,
+}
+
+/// The first CUDA GPU when built with `cuda` and one can be opened, otherwise the CPU (with
+/// the reason in a CUDA build: no driver, no device, a library missing).
+pub fn default_device() -> DeviceChoice {
     #[cfg(feature = "cuda")]
-    if let Ok(d) = Device::new_cuda(0) {
-        return d;
+    {
+        match Device::new_cuda(0) {
+            Ok(device) => DeviceChoice {
+                device,
+                fallback: None,
+            },
+            Err(e) => {
+                let reason = format!("running on the CPU: CUDA GPU 0 could not be opened ({e})");
+                tracing::warn!("{reason}");
+                DeviceChoice {
+                    device: Device::Cpu,
+                    fallback: Some(reason),
+                }
+            }
+        }
     }
-    Device::Cpu
+    #[cfg(not(feature = "cuda"))]
+    DeviceChoice {
+        device: Device::Cpu,
+        fallback: None,
+    }
 }
 
 pub fn load_model(spec: &ModelSpec) -> anyhow::Result<LoadedModel> {
-    let device = default_device();
+    let DeviceChoice { device, fallback } = default_device();
+    let mut model = load_model_on(spec, device)?;
+    if let Some(reason) = fallback {
+        model.description = format!("{} · {reason}", model.description);
+    }
+    Ok(model)
+}
+
+fn load_model_on(spec: &ModelSpec, device: Device) -> anyhow::Result<LoadedModel> {
     match spec {
         ModelSpec::TinyRandom { seed } => {
             let pipeline = tiny_pipeline(*seed, &device)?;
