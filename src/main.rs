@@ -196,7 +196,11 @@ fn render(
             .recv_timeout(Duration::from_secs(3600))
             .context("the engine stopped answering")?;
         match event {
-            Event::ModelLoaded { name, .. } => bar.set_message(format!("model: {name}")),
+            Event::ModelLoaded { name, description } => {
+                // Says where it runs, e.g. why a CUDA build fell back to the CPU.
+                bar.suspend(|| eprintln!("model: {name} ({description})"));
+                bar.set_message(format!("model: {name}"));
+            }
             Event::Progress {
                 frame_id, step, of, ..
             } => {

@@ -63,7 +63,11 @@ pub fn default_device() -> DeviceChoice {
                 fallback: None,
             },
             Err(e) => {
-                let reason = format!("running on the CPU: CUDA GPU 0 could not be opened ({e})");
+                // candle appends a backtrace to the message when RUST_BACKTRACE is set.
+                let error = e.to_string();
+                let error = error.lines().next().unwrap_or_default();
+                let reason =
+                    format!("running on the CPU: CUDA GPU 0 could not be opened ({error})");
                 tracing::warn!("{reason}");
                 DeviceChoice {
                     device: Device::Cpu,
