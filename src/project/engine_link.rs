@@ -227,6 +227,26 @@ pub fn analysis_files(analysis: &FrameAnalysis) -> (Option<TokenGridMask>, Vec<T
     (mask, matches)
 }
 
+/// Keys of `FrameVersion::metadata` that keep what the methods decided (the masks and
+/// matches have their own files).
+pub const AFS_KEY: &str = "afs";
+pub const MASK_STEP_KEY: &str = "mask_step";
+
+/// Keeps what the methods decided in a version's record: ASemConsist's sharing decision and
+/// CharaConsist's mask step. The studio and `storyloom render` store results through here.
+pub fn record_decisions(record: &mut FrameVersion, analysis: &FrameAnalysis) {
+    if let Some(afs) = &analysis.afs
+        && let Ok(text) = ron::to_string(afs)
+    {
+        record.metadata.insert(AFS_KEY.into(), text);
+    }
+    if let Some(c) = &analysis.characonsist {
+        record
+            .metadata
+            .insert(MASK_STEP_KEY.into(), c.extraction_step.to_string());
+    }
+}
+
 /// Stores a story's identity image (with its mask) as the identity's new active version.
 pub fn store_identity_image(
     dir: &Path,
@@ -240,7 +260,7 @@ pub fn store_identity_image(
     let settings = ImageSettings::from_generation(metadata, &story, None);
     let (mask, _) = analysis_files(analysis);
     let next = project.identity.versions.len() + 1;
-    let version = store_image(
+    let mut version = store_image(
         dir,
         "identity",
         next,
@@ -250,6 +270,7 @@ pub fn store_identity_image(
         &[],
         created,
     )?;
+    record_decisions(&mut version, analysis);
     project.identity.versions.push(version);
     project.identity.active_version = Some(project.identity.versions.len() - 1);
     Ok(project.identity.versions.len() - 1)
@@ -293,6 +314,7 @@ pub fn store_frame_result(
     version
         .metadata
         .insert("seconds".into(), format!("{:.1}", result.metadata.seconds));
+    record_decisions(&mut version, &result.analysis);
     let frame = project.frame_mut(result.frame_id).expect("looked up above");
     frame.versions.push(version);
     frame.active_version = Some(frame.versions.len() - 1);
@@ -378,11 +400,38 @@ mod tests {
         assert_eq!(v.file, "frames/00004-02.png");
         assert_eq!(v.mask_file.as_deref(), Some("frames/00004-02.mask.png"));
         assert_eq!(v.metadata["seconds"], "1.2");
+        assert!(
+            !v.metadata.contains_key(AFS_KEY),
+            "no method decided anything"
+        );
         let restored =
             super::super::png_meta::import_png_settings(&dir.path().join(&v.file)).unwrap();
         assert_eq!(restored.action, "runs");
         assert_eq!(restored.identity, "a fox");
         assert_eq!(restored.seed, 9);
+        // What the methods decided is kept with the version, for the studio and the CLI alike.
+        let decided = FrameResult {
+            analysis: FrameAnalysis {
+                afs: Some(crate::consistency::asemconsist::decide(
+                    crate::consistency::asemconsist::AfsMode::Auto,
+                    Some(0.5),
+                    0.25,
+                )),
+                characonsist: Some(crate::consistency::characonsist::FrameAnalysis {
+                    extraction_step: 4,
+                    ..Default::default()
+                }),
+            },
+            ..result.clone()
+        };
+        let index = store_frame_result(dir.path(), &mut p, &decided, None, &[], 7)
+            .unwrap()
+            .unwrap();
+        let v = &p.frames[0].versions[index];
+        let afs: crate::consistency::asemconsist::AfsDecision =
+            ron::from_str(&v.metadata[AFS_KEY]).unwrap();
+        assert!(afs.use_sharing && afs.radius == Some(0.5));
+        assert_eq!(v.metadata[MASK_STEP_KEY], "4");
         let unknown = FrameResult {
             frame_id: 99,
             ..result

@@ -10,14 +10,10 @@ use crate::consistency::asemconsist::afs::AfsDecision;
 use crate::consistency::{FrameAnalysis, characonsist};
 use crate::project::FrameVersion;
 use crate::project::analysis::{TokenGridMask, TokenMatch, read_mask, read_matches};
+use crate::project::engine_link::{AFS_KEY, MASK_STEP_KEY};
 use crate::project::store::resolve;
 
 use super::document::Pixels;
-
-/// Keys of `FrameVersion::metadata` that keep what the methods decided (the masks and
-/// matches have their own files).
-pub const AFS_KEY: &str = "afs";
-pub const MASK_STEP_KEY: &str = "mask_step";
 
 /// One version to decode.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,9 +13,10 @@ use crate::project::{self, Autosaver, FrameVersion, Project, Recovery};
 use super::document::{Renders, Storyboard, next_seed};
 use super::generation::{FrameStatus, GenerationTracker, ModelState, Outcome};
 use super::history::{EditKey, History};
-use super::loader::{AFS_KEY, ImageLoader, MASK_STEP_KEY};
+use super::loader::ImageLoader;
 use super::models::ModelsPage;
 use super::overlay::OverlaySettings;
+use crate::project::engine_link::record_decisions;
 
 /// Undo steps kept.
 pub const UNDO_LIMIT: usize = 200;
@@ -91,20 +92,6 @@ fn copy_version_files(
         }
     }
     Ok(())
-}
-
-/// Keeps what the methods decided in the version's record (masks and matches have files).
-fn record_decisions(record: &mut FrameVersion, analysis: &FrameAnalysis) {
-    if let Some(afs) = &analysis.afs
-        && let Ok(text) = ron::to_string(afs)
-    {
-        record.metadata.insert(AFS_KEY.into(), text);
-    }
-    if let Some(c) = &analysis.characonsist {
-        record
-            .metadata
-            .insert(MASK_STEP_KEY.into(), c.extraction_step.to_string());
-    }
 }
 
 /// Which frames are selected; `focus` is the one the inspector and viewer show.
@@ -936,8 +923,12 @@ impl AppState {
                 Err(e) => self.show_error(format!("The finished frame could not be saved: {e}")),
             }
         }
-        let mut record = record.unwrap_or_else(|| unsaved_record(&result.metadata, created));
-        record_decisions(&mut record, &result.analysis);
+        // A stored version already carries the decisions; an unsaved one gets them here.
+        let record = record.unwrap_or_else(|| {
+            let mut record = unsaved_record(&result.metadata, created);
+            record_decisions(&mut record, &result.analysis);
+            record
+        });
         self.renders
             .add_version(result.frame_id, record, result.image, result.analysis);
         self.dirty = true;
@@ -967,8 +958,11 @@ impl AppState {
                 Err(e) => self.show_error(format!("The identity image could not be saved: {e}")),
             }
         }
-        let mut record = record.unwrap_or_else(|| unsaved_record(&metadata, created));
-        record_decisions(&mut record, &analysis);
+        let record = record.unwrap_or_else(|| {
+            let mut record = unsaved_record(&metadata, created);
+            record_decisions(&mut record, &analysis);
+            record
+        });
         self.renders.add_identity_version(record, image, analysis);
         self.dirty = true;
         self.autosaver.frame_finished(now);
