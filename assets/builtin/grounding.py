@@ -135,21 +135,31 @@ def _auc(score, truth):
     return greater + 0.5 * ties
 
 
+def part_means(q_img, k_txt, bg_cols, fg_cols, real_cols):
+    """Eqs. 6-8 for one block, as probabilities: softmax of the unscaled logits over the real
+    text, heads summed, each part's columns averaged. Returns (bg, fg), each [B, n_img]."""
+    logits = torch.einsum("bhid,bhjd->bhij", q_img, k_txt).masked_fill(~real_cols[:, None, None, :], float("-inf"))
+    p = torch.softmax(logits, dim=-1).sum(1)
+
+    def mean(cols):
+        return (p * cols[:, None, :]).sum(-1) / cols.sum(-1, keepdim=True).clamp(min=1)
+
+    return mean(bg_cols), mean(fg_cols)
+
+
 @torch.no_grad()
 def grounding_report(queries_keys, truth, bg_cols, fg_cols, real_cols):
     """Per block and for the method's average over all single blocks: mask IoU with the
     character tokens (pooled over the batch) and the ranking AUC of the margin."""
     report = {}
-    fg_means, bg_means = [], []
+    means = []
     for b, (q, k, _) in enumerate(queries_keys):
         margin = foreground_margin(q, k, bg_cols, fg_cols, real_cols)
         report[f"single{b}"] = (_iou(margin >= 0, truth), _auc(margin.flatten(), truth.flatten()))
         # The method averages the blocks' part means themselves (eqs. 7-8), not the margins.
-        logits = torch.einsum("bhid,bhjd->bhij", q, k).masked_fill(~real_cols[:, None, None, :], float("-inf"))
-        p = torch.softmax(logits, dim=-1).sum(1)
-        fg_means.append((p * fg_cols[:, None, :]).sum(-1) / fg_cols.sum(-1, keepdim=True).clamp(min=1))
-        bg_means.append((p * bg_cols[:, None, :]).sum(-1) / bg_cols.sum(-1, keepdim=True).clamp(min=1))
-    fg, bg = torch.stack(fg_means).mean(0), torch.stack(bg_means).mean(0)
+        means.append(part_means(q, k, bg_cols, fg_cols, real_cols))
+    bg = torch.stack([m[0] for m in means]).mean(0)
+    fg = torch.stack([m[1] for m in means]).mean(0)
     report["method"] = (_iou(bg <= fg, truth), _auc((fg - bg).flatten(), truth.flatten()))
     return report
 

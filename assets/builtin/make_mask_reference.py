@@ -32,7 +32,7 @@ from safetensors.torch import save_file
 from transformers import T5EncoderModel
 
 import train
-from grounding import forward_with_queries, span_columns
+from grounding import forward_with_queries, part_means, span_columns
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -60,14 +60,6 @@ def noisy_input_at_extraction(text_encoder, transformer, hidden, pooled, seed, i
     return x, torch.tensor([times[EXTRACTION_STEP]])
 
 
-def part_means(q_img, k_txt, bg, fg, real):
-    """Eqs. 6-8 for one block: softmax of unscaled q.k over the real text, heads summed, each
-    part's columns averaged. Returns (bg [64], fg [64])."""
-    logits = torch.einsum("bhid,bhjd->bhij", q_img, k_txt).masked_fill(~real[:, None, None, :], float("-inf"))
-    p = torch.softmax(logits, dim=-1).sum(1)[0]
-    return (p * bg[0]).sum(-1) / bg.sum(), (p * fg[0]).sum(-1) / fg.sum()
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=HERE)
@@ -92,8 +84,8 @@ def main():
             x, t = noisy_input_at_extraction(text_encoder, transformer, hidden, pooled, SEEDS[name], img_ids, txt_ids)
             _, readout = forward_with_queries(transformer, x, t, hidden, pooled, img_ids, txt_ids)
             means = [part_means(q, k, bg, fg, real) for q, k, _ in readout]
-            bg_mean = torch.stack([m[0] for m in means]).mean(0)
-            fg_mean = torch.stack([m[1] for m in means]).mean(0)
+            bg_mean = torch.stack([m[0][0] for m in means]).mean(0)
+            fg_mean = torch.stack([m[1][0] for m in means]).mean(0)
             out[f"{name}.ids"] = ids.contiguous()
             out[f"{name}.x"] = x.contiguous()
             out[f"{name}.t"] = t.contiguous()

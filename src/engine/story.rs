@@ -624,32 +624,43 @@ fn asem_group(
     .map(|o| o.with_afs(decision)))
 }
 
-/// The groups' outcomes put back in job order (`parts` holds each group's job positions).
-/// The identity, bank strategy and story-wide decision come from the first group.
+/// The groups' outcomes put back in job order (`parts` holds each group's job positions; the
+/// groups together hold every job once). The identity, bank strategy and story-wide decision
+/// come from the first group.
 fn merge_outcomes(num_jobs: usize, parts: Vec<(Vec<usize>, Outcome)>) -> Outcome {
-    let mut images: Vec<Option<RgbImage>> = vec![None; num_jobs];
-    let mut analyses = vec![None; num_jobs];
-    let mut notes: Vec<Option<AsemFrameNote>> = vec![None; num_jobs];
     let (identity, afs, strategy) = parts
         .first()
         .map(|(_, o)| (o.identity.clone(), o.afs, o.strategy))
         .unwrap_or_default();
+    let mut per_job: Vec<Option<JobResult>> = vec![None; num_jobs];
     for (members, outcome) in parts {
-        for (k, &j) in members.iter().enumerate() {
-            images[j] = outcome.images.get(k).cloned();
-            analyses[j] = outcome.analyses.get(k).cloned().flatten();
-            notes[j] = outcome.asem_frames.get(k).cloned();
+        let results = outcome
+            .images
+            .into_iter()
+            .zip(outcome.analyses)
+            .zip(outcome.asem_frames);
+        for (&j, ((image, analysis), note)) in members.iter().zip(results) {
+            per_job[j] = Some((image, analysis, note));
         }
     }
+    let (mut images, mut analyses, mut asem_frames) = (Vec::new(), Vec::new(), Vec::new());
+    for (image, analysis, note) in per_job.into_iter().flatten() {
+        images.push(image);
+        analyses.push(analysis);
+        asem_frames.push(note);
+    }
     Outcome {
-        images: images.into_iter().flatten().collect(),
+        images,
         analyses,
         identity,
         afs,
         strategy,
-        asem_frames: notes.into_iter().flatten().collect(),
+        asem_frames,
     }
 }
+
+/// One job's image, CharaConsist analysis and ASemConsist group.
+type JobResult = (RgbImage, Option<characonsist::FrameAnalysis>, AsemFrameNote);
 
 /// Frames as one batch with a control (ASemConsist alone).
 fn plain_batch(
